@@ -1,0 +1,15 @@
+"""featviz: see what every filter of a convolutional network responds to (JAX/Flax).
+
+Example:
+    >>> import featviz
+    >>> model = featviz.load_model()
+    >>> "blocks_8" in model.layers
+    True
+"""
+from . import objectives, param, transforms
+from .models import Model, from_linen, load_model
+from .render import Renderer, RenderResult, channel_keys, render
+
+__all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_linen", "load_model",
+           "objectives", "param", "render", "transforms"]
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""Image I/O and tiling with numpy and Pillow: load photos, make labeled grids, save atomically.
+
+Example:
+    >>> import numpy as np
+    >>> grid = make_grid(np.zeros((5, 8, 8, 3)), columns=3, labels=list("abcde"))
+    >>> grid.shape[2]
+    3
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+
+class ImageReadError(ValueError):
+    """A file that is missing or is not an image."""
+
+
+def load_image(path, size: int | None = None) -> np.ndarray:
+    """Read an image as float32 RGB in [0, 1], (H, W, 3); with ``size``, the largest centered
+    square resized bilinearly to ``size`` x ``size``."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                w, h = im.size
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+            return np.asarray(im, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise ImageReadError(f"no such file: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageReadError(f"{path} is not a readable image ({err.__class__.__name__}); "
+                             "give a JPEG or PNG file") from None
+
+
+def to_uint8(image) -> np.ndarray:
+    """Float image in [0, 1] -> uint8, clipped."""
+    return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
+              label_height: int = 12) -> np.ndarray:
+    """Tile (N, H, W, 3) images in [0, 1] into one uint8 image, each tile with an optional label."""
+    images = np.asarray(images)
+    n, h, w = images.shape[:3]
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    lh = label_height if labels is not None else 0
+    cell_h, cell_w = h + lh + pad, w + pad
+    canvas = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i in range(n):
+        r, c = divmod(i, columns)
+        x, y = pad + c * cell_w, pad + r * cell_h
+        tile = images[i]
+        tile = tile if tile.dtype == np.uint8 else to_uint8(tile)
+        canvas.paste(Image.fromarray(tile), (x, y + lh))
+        if labels is not None:
+            draw.text((x + 1, y), str(labels[i]), fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def _write_atomic(path, write, mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def save_png(array, path) -> Path:
+    """Write a uint8 or [0, 1] float image to ``path`` atomically (temp file, then rename)."""
+    array = np.asarray(array)
+    pixels = Image.fromarray(array if array.dtype == np.uint8 else to_uint8(array))
+    return _write_atomic(path, lambda f: pixels.save(f, format="PNG"), "wb")
+
+
+def write_text_atomic(text: str, path) -> Path:
+    """Write a text file atomically (temp file, then rename)."""
+    return _write_atomic(path, lambda f: f.write(text), "w")

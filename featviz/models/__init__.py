@@ -1,0 +1,30 @@
+"""Model zoo: names -> loaders. Every loader returns a ``featviz.models.base.Model``.
+
+Example:
+    >>> model = load_model("efficientnet-lite0")
+    >>> model.channels("head")
+    1280
+"""
+from __future__ import annotations
+
+from .base import Model, UnknownLayerError, from_linen
+from .efficientnet_lite import load_efficientnet_lite
+from .torch_weights import WeightsFileError
+
+ZOO = {"efficientnet-lite0": load_efficientnet_lite}
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+class UnknownModelError(ValueError):
+    """A model name not in the zoo."""
+
+
+def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
+    """Load a zoo model; ``weights`` is another copy of its weights file."""
+    if name not in ZOO:
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(ZOO)}")
+    return ZOO[name](weights)
+
+
+__all__ = ["Model", "from_linen", "load_model", "UnknownLayerError", "UnknownModelError",
+           "WeightsFileError", "ZOO"]

