@@ -96,9 +96,24 @@ class Renderer:
         return images, trace.T, final
 
     def __call__(self, objectives, keys) -> RenderResult:
-        """Render a list of objectives (or an already stacked batch), one key per image."""
-        if isinstance(objectives, (list, tuple)):
-            objectives = objectives_lib.stack(objectives)
+        """Render a list of objectives (or an already stacked batch), one key per image.
+
+        A list may mix forms (say channels and a class logit): each form is rendered as its own
+        batch (a batch objective such as diversity then acts within each form's batch).
+        """
+        if not isinstance(objectives, (list, tuple)):
+            return self._render_stacked(objectives, keys)
+        groups: dict = {}
+        for i, o in enumerate(objectives):
+            groups.setdefault(jax.tree_util.tree_structure(o), []).append(i)
+        parts = [(idx, self._render_stacked(objectives_lib.stack([objectives[i] for i in idx]),
+                                            keys[np.asarray(idx)]))
+                 for idx in groups.values()]
+        order = np.argsort(np.concatenate([idx for idx, _ in parts]))
+        return RenderResult(*(np.concatenate([getattr(r, f) for _, r in parts])[order]
+                              for f in ("images", "trace", "final")))
+
+    def _render_stacked(self, objectives, keys) -> RenderResult:
         images, trace, final = self._program(self.model.params, objectives, keys)
         return RenderResult(np.asarray(images), np.asarray(trace), np.asarray(final))
 

@@ -63,25 +63,34 @@ def _warp(img, matrix):
     return jnp.stack(channels, axis=-1)
 
 
+def _rotation(radians):
+    cos, sin = jnp.cos(radians), jnp.sin(radians)
+    return jnp.array([[cos, sin], [-sin, cos]])
+
+
+def _choices(values, key):
+    return jax.random.choice(key, jnp.asarray(values, jnp.float32))
+
+
 def random_scale(scales: Sequence[float]) -> Transform:
     """Zoom about the centre by a factor drawn uniformly from ``scales``."""
-    options = jnp.asarray(scales, jnp.float32)
-
-    def apply(key, img):
-        s = jax.random.choice(key, options)
-        return _warp(img, jnp.eye(2) / s)
-
-    return apply
+    return lambda key, img: _warp(img, jnp.eye(2) / _choices(scales, key))
 
 
 def random_rotate(degrees: Sequence[float]) -> Transform:
     """Rotate about the centre by an angle (degrees) drawn uniformly from ``degrees``."""
-    options = jnp.asarray(np.deg2rad(np.asarray(degrees, np.float32)))
+    radians = np.deg2rad(np.asarray(degrees, np.float32))
+    return lambda key, img: _warp(img, _rotation(_choices(radians, key)))
+
+
+def random_scale_rotate(scales: Sequence[float], degrees: Sequence[float]) -> Transform:
+    """``random_scale`` then ``random_rotate`` in a single resampling (one interpolation, not
+    two: sharper and about half the cost)."""
+    radians = np.deg2rad(np.asarray(degrees, np.float32))
 
     def apply(key, img):
-        a = jax.random.choice(key, options)
-        cos, sin = jnp.cos(a), jnp.sin(a)
-        return _warp(img, jnp.array([[cos, sin], [-sin, cos]]))
+        k_scale, k_rot = jax.random.split(key)
+        return _warp(img, _rotation(_choices(radians, k_rot)) / _choices(scales, k_scale))
 
     return apply
 
@@ -111,5 +120,7 @@ def blur(sigma: float = 0.5) -> Transform:
 
 def standard_transforms() -> list[Transform]:
     """Lucid's standard transforms: pad 12, jitter 8, scale 0.90..1.10, rotate -10..10, jitter 4."""
-    return [pad(12), jitter(8), random_scale([1 + (i - 5) / 50.0 for i in range(11)]),
-            random_rotate(list(range(-10, 11)) + 5 * [0]), jitter(4)]
+    return [pad(12), jitter(8),
+            random_scale_rotate([1 + (i - 5) / 50.0 for i in range(11)],
+                                list(range(-10, 11)) + 5 * [0]),
+            jitter(4)]

@@ -1,0 +1,163 @@
+"""Render a layer's channels in chunks that fit memory, and tile them into a labeled atlas.
+
+Each chunk's PNGs and records are written atomically as soon as it finishes, so a rerun
+after an interruption skips the channels already done and loses nothing.
+
+Example:
+    >>> from featviz import load_model
+    >>> parse_channels("0-3,7", 16)
+    [0, 1, 2, 3, 7]
+    >>> result = render_channels(load_model(), "blocks_3", [0, 1], "/tmp/featviz-doc",
+    ...                          steps=4, size=64, progress=False)
+    >>> sorted(result.records)
+    [0, 1]
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import objectives as obj
+from .image import load_image, make_grid, save_png, write_text_atomic
+from .models.base import Model
+from .render import Renderer, channel_keys
+
+
+class ChannelRangeError(ValueError):
+    """Channel indices outside a layer's range, or a malformed channel list."""
+
+
+class SizeError(ValueError):
+    """An image size too small for the chosen layer."""
+
+
+def parse_channels(spec: str | None, n_channels: int) -> list[int]:
+    """Parse ``"0-7,12"`` (or ``"all"``/None for every channel) into sorted unique indices."""
+    if spec is None or spec.strip().lower() == "all":
+        return list(range(n_channels))
+    chosen = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            lo, _, hi = part.partition("-")
+            lo_i = int(lo)
+            hi_i = int(hi) if hi else lo_i
+        except ValueError:
+            raise ChannelRangeError(f"bad channel list {spec!r}; write e.g. 0-7,12") from None
+        if lo_i > hi_i:
+            raise ChannelRangeError(f"bad channel range {part!r}; write low-high, e.g. 0-7")
+        chosen.update(range(lo_i, hi_i + 1))
+    bad = [c for c in sorted(chosen) if not 0 <= c < n_channels]
+    if bad:
+        raise ChannelRangeError(f"channel {bad[0]} is out of range; this layer has channels "
+                                f"0-{n_channels - 1}")
+    return sorted(chosen)
+
+
+def check_size(model: Model, layer: str, size: int) -> None:
+    """Raise ``SizeError`` unless a ``size`` px image gives ``layer`` a map of at least 2 x 2."""
+    shape = model.layer_shapes(model.image_size)[model.check_layer(layer)]
+    if len(shape) < 3:
+        return
+    stride = max(1, round(model.image_size / shape[0]))
+    minimum = max(16, 2 * stride)
+    if size < minimum:
+        raise SizeError(f"--size {size} is too small for layer {layer} (stride {stride}); "
+                        f"use --size {minimum} or more")
+
+
+@dataclass
+class LayerRender:
+    layer: str
+    out_dir: Path
+    records: dict = field(default_factory=dict)  # channel -> {"objective": ..., "png": ...}
+    seconds: float = 0.0
+
+    def image_path(self, c: int) -> Path:
+        return self.out_dir / f"{self.layer}_{c}.png"
+
+
+def _records_path(out_dir: Path) -> Path:
+    return out_dir / "results.json"
+
+
+def _load_records(out_dir: Path, layer: str, settings: dict) -> dict:
+    path = _records_path(out_dir)
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if saved.get("layer") != layer or saved.get("settings") != settings:
+        return {}
+    return {int(c): r for c, r in saved.get("channels", {}).items()
+            if (out_dir / r["png"]).exists()}
+
+
+def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, *,
+                    steps: int = 512, size: int = 128, seed: int = 0, chunk_size: int = 32,
+                    lr: float = 0.05, progress: bool = True) -> LayerRender:
+    """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
+    (per channel, the final image's objective: the channel's mean activation, untransformed).
+
+    Channels already rendered with the same settings (a previous, interrupted run) are skipped.
+    """
+    import optax
+    from tqdm import tqdm
+
+    model.check_layer(layer)
+    n = model.channels(layer)
+    if any(not 0 <= c < n for c in channels):
+        raise ChannelRangeError(f"channel out of range; layer {layer} has channels 0-{n - 1}")
+    check_size(model, layer, size)
+    out_dir = Path(out_dir)
+    settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr}
+    result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
+    todo = [c for c in channels if c not in result.records]
+    chunk = max(1, min(chunk_size, len(todo) or 1))
+    renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr))
+    start = time.perf_counter()
+    with tqdm(total=len(channels), initial=len(channels) - len(todo), unit="ch",
+              desc=f"{layer}", disable=not progress, leave=False) as bar:
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            padded = part + [part[-1]] * (chunk - len(part))  # same batch size: no recompile
+            out = renderer([obj.channel(layer, c) for c in padded], channel_keys(seed, padded))
+            for j, c in enumerate(part):
+                save_png(out.images[j], result.image_path(c))
+                result.records[c] = {"objective": float(out.final[j]),
+                                     "png": result.image_path(c).name}
+            result.seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            _save_records(result, settings)
+            bar.update(len(part))
+    _save_records(result, settings)
+    return result
+
+
+def _save_records(result: LayerRender, settings: dict) -> None:
+    doc = {"layer": result.layer, "settings": settings, "seconds": round(result.seconds, 3),
+           "channels": {str(c): r for c, r in sorted(result.records.items())}}
+    write_text_atomic(json.dumps(doc, indent=1), _records_path(result.out_dir))
+
+
+def atlas_image(result: LayerRender, channels: Sequence[int], columns: int | None = None):
+    """Tile the rendered channels into one labeled uint8 grid."""
+    images = np.stack([load_image(result.image_path(c)) for c in channels])
+    return make_grid(images, columns=columns, labels=[f"{result.layer}:{c}" for c in channels])
+
+
+def render_atlas(model: Model, layer: str, channels: Sequence[int], out_png, *,
+                 columns: int | None = None, **settings) -> LayerRender:
+    """Render channels (resumably, into ``<out_png stem>_channels/``) and write the atlas PNG."""
+    out_png = Path(out_png)
+    result = render_channels(model, layer, channels, out_png.with_name(out_png.stem + "_channels"),
+                             **settings)
+    save_png(atlas_image(result, channels, columns), out_png)
+    return result

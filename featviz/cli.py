@@ -1,0 +1,159 @@
+"""The ``featviz`` command.
+
+    featviz layers [--model M]
+    featviz predict IMAGE... [--top 5] [--json]
+    featviz render --layer L --channels 0-7,12 [--steps N] [--size PX] [--seed S] --out DIR
+    featviz atlas [--layer L] [--channels ...] [--steps N] [--size PX] --out atlas.png
+
+A user mistake (unknown layer, channel out of range, unreadable image, tampered weights file)
+prints one line that says what to do and exits with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .atlas import ChannelRangeError, SizeError, parse_channels, render_atlas, render_channels
+from .image import ImageReadError, write_text_atomic
+from .models import DEFAULT_MODEL, ZOO, UnknownLayerError, UnknownModelError, WeightsFileError
+
+USER_ERRORS = (ChannelRangeError, SizeError, ImageReadError, UnknownLayerError,
+               UnknownModelError, WeightsFileError)
+
+
+class UsageError(ValueError):
+    """A bad command-line value."""
+
+
+def _model(args):
+    from .models import load_model
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise WeightsFileError(f"no weights file at {args.weights}; give the path of a .pth file")
+    return load_model(args.model, args.weights)
+
+
+def cmd_layers(args):
+    model = _model(args)
+    shapes = model.layer_shapes(args.size)
+    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} channels")
+    for name, shape in shapes.items():
+        print(f"{name:<12} {str(shape):<28} {shape[-1]}")
+
+
+def cmd_predict(args):
+    import jax
+    import numpy as np
+
+    from .image import load_image
+    model = _model(args)
+    images = np.stack([load_image(p, size=224) for p in args.images])
+    probs = np.asarray(jax.nn.softmax(jax.jit(model.activations)(images)["logits"], axis=-1))
+    report = []
+    for path, p in zip(args.images, probs):
+        top = np.argsort(-p)[:args.top]
+        report.append({"image": str(path), "top": [
+            {"class": int(k), "name": model.class_names[k] if model.class_names else str(k),
+             "probability": float(p[k])} for k in top]})
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    for item in report:
+        print(item["image"])
+        for t in item["top"]:
+            print(f"  {t['class']:>4}  {t['probability']:.4f}  {t['name']}")
+
+
+def _render_settings(args):
+    return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
+                lr=args.lr, progress=not args.quiet)
+
+
+def cmd_render(args):
+    model = _model(args)
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    result = render_channels(model, args.layer, channels, args.out, **_render_settings(args))
+    print(f"wrote {len(channels)} images and results.json to {args.out} "
+          f"({result.seconds:.1f} s rendering)")
+
+
+def cmd_atlas(args):
+    model = _model(args)
+    if not args.out.lower().endswith(".png"):
+        raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    result = render_atlas(model, args.layer, channels, args.out, columns=args.columns,
+                          **_render_settings(args))
+    summary = {"layer": args.layer, "seconds": round(result.seconds, 3),
+               "objective": {str(c): result.records[c]["objective"] for c in channels}}
+    write_text_atomic(json.dumps(summary, indent=1), Path(args.out).with_suffix(".json"))
+    print(f"wrote {args.out} ({len(channels)} channels of {args.layer}) and "
+          f"{Path(args.out).with_suffix('.json')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="featviz", description="See what each filter of a "
+                                     "convolutional network responds to.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_model(p):
+        p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of: {', '.join(ZOO)}")
+        p.add_argument("--weights", help="another copy of the model's weights file (.pth)")
+        return p
+
+    def with_render(p, layer_default=None):
+        p.add_argument("--layer", required=layer_default is None, default=layer_default)
+        p.add_argument("--channels", default=None, help="e.g. 0-7,12 (default: all)")
+        p.add_argument("--steps", type=int, default=512)
+        p.add_argument("--size", type=int, default=128, help="image side in pixels")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+        p.add_argument("--chunk", type=int, default=32, help="channels rendered at once")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--out", required=True)
+        return p
+
+    p = with_model(sub.add_parser("layers", help="list layers, shapes and channel counts"))
+    p.add_argument("--size", type=int, default=224)
+    p.set_defaults(func=cmd_layers)
+
+    p = with_model(sub.add_parser("predict", help="classify images"))
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = with_render(with_model(sub.add_parser("render", help="render channels to PNGs")))
+    p.set_defaults(func=cmd_render)
+
+    p = with_render(with_model(sub.add_parser("atlas", help="render a layer's atlas")),
+                    layer_default="blocks_8")
+    p.add_argument("--columns", type=int, default=None)
+    p.set_defaults(func=cmd_atlas)
+    return parser
+
+
+def _check_numbers(args):
+    for name in ("steps", "size", "top", "chunk", "columns"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be a positive number, not {value}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check_numbers(args)
+        args.func(args)
+    except USER_ERRORS + (UsageError,) as err:
+        print(f"featviz: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featviz: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

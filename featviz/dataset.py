@@ -1,0 +1,249 @@
+"""Top-k dataset examples (Zeiler & Fergus, 2014): the image patches that excite a channel most.
+
+Images stream through a jit-compiled batch function; for each channel only the k highest
+single-unit activations are kept (value, image, y, x), and each is shown as the crop of its
+source image that the unit sees (its receptive field, measured from gradients).
+
+Example:
+    >>> from featviz import load_model
+    >>> model = load_model()
+    >>> field = receptive_field(model, "blocks_1", 64)
+    >>> field.stride
+    4
+    >>> result = top_patches(model, sample_photos(), "blocks_1", [0, 3], k=2, size=64)
+    >>> [len(result.examples[c]) for c in (0, 3)], result.examples[0][0].patch.shape[0] == field.size
+    ([2, 2], True)
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from . import backprop
+from .image import ImageReadError, load_image, make_grid, to_uint8
+from .models.base import Model
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+GREY = 0.5
+
+
+class DatasetError(ValueError):
+    """A missing or empty image folder."""
+
+
+def iter_images(folder, size: int | None = None,
+                on_error: Callable[[Path, Exception], None] | None = None
+                ) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(path, image)`` for each .jpg/.jpeg/.png file in ``folder``, sorted by name, one
+    at a time; ``size`` as in ``load_image``. An unreadable file is skipped after a warning
+    (or a call to ``on_error(path, error)``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"no such folder: {folder}")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DatasetError(f"no .jpg, .jpeg or .png files in {folder}")
+    for path in paths:
+        try:
+            image = load_image(path, size)
+        except ImageReadError as err:
+            if on_error is None:
+                warnings.warn(f"skipping {path}: {err}", stacklevel=2)
+            else:
+                on_error(path, err)
+            continue
+        yield str(path), image
+
+
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "clock", "moon",
+                 "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+                 "grass", "gravel", "brick")
+
+
+def sample_photos() -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(name, image)`` for the photos scikit-image ships (no download), as float RGB
+    in [0, 1]; grey ones are repeated over three channels."""
+    from skimage import data
+    for name in SAMPLE_PHOTOS:
+        image = getattr(data, name)()
+        image = image[0] if isinstance(image, tuple) else image  # stereo pair: the left view
+        image = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
+        yield name, image.astype(np.float32) / 255.0
+
+
+def square_resize(image, size: int) -> np.ndarray:
+    """The largest centered square of an image in [0, 1], resized bilinearly to ``size``
+    (the same pixels as ``load_image(path, size)`` gives for that image saved as a PNG)."""
+    image = np.asarray(image)
+    if image.shape[:2] == (size, size):
+        return image.astype(np.float32)
+    h, w = image.shape[:2]
+    side = min(h, w)
+    left, top = (w - side) // 2, (h - side) // 2
+    im = Image.fromarray(to_uint8(image)).resize(
+        (size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+    return np.asarray(im, np.float32) / 255.0
+
+
+class ReceptiveField(NamedTuple):
+    """Unit (y, x) of a layer sees input rows ``offset + y * stride`` up to ``+ size - 1``
+    (and the same for columns); the range may run past the image border."""
+    size: int
+    stride: int
+    offset: int
+
+
+@lru_cache(maxsize=16)
+def _unit_grad_fn(model: Model, layer: str):
+    """jit((images, params, ys, xs) -> d (sum over channels of unit (ys[i], xs[i]) of image i)
+    / d images), with rectifiers passing gradients unchanged so no dead unit hides a pixel."""
+    def units(images, params, ys, xs):
+        acts = model.activations(images, params)[layer]
+        return acts[jnp.arange(len(ys)), ys, xs].sum()
+
+    def total(images, params, ys, xs):
+        return backprop.evaluate(units, images, params, ys, xs, rule="linear")
+    return jax.jit(jax.grad(total))
+
+
+def _boxes(model: Model, layer: str, side: int, units: Sequence[int]) -> list[tuple[int, int]]:
+    """(first row, last row) of the input pixels that unit (u, u) depends on, for each u."""
+    images = jax.random.uniform(jax.random.key(0), (len(units), side, side, 3))
+    ys = jnp.asarray(units, jnp.int32)
+    grads = np.asarray(_unit_grad_fn(model, layer)(images, model.params, ys, ys))
+    rows = [np.flatnonzero(np.abs(g).sum(axis=(1, 2))) for g in grads]
+    return [(int(r[0]), int(r[-1])) for r in rows]
+
+
+def receptive_field(model: Model, layer: str, size: int, max_side: int = 2048) -> ReceptiveField:
+    """Measure a spatial layer's receptive field for ``size`` x ``size`` inputs, from the input
+    gradients of two neighbouring central units (so it works for any model). Where the field
+    is clipped by the image, the measurement is repeated on larger random inputs."""
+    model.check_layer(layer)
+    side, at_size = size, None
+    while True:
+        shape = model.layer_shapes(side)[layer]
+        if len(shape) != 3:
+            raise ValueError(f"layer {layer!r} has no spatial map; pick a convolutional layer")
+        c = (shape[0] - 1) // 2
+        boxes = _boxes(model, layer, side, [c, c + 1]) if shape[0] > 1 else []
+        at_size = at_size or (c, boxes)
+        if boxes and all(0 < top and bottom < side - 1 for top, bottom in boxes):
+            break
+        if side * 2 > max_side:
+            raise ValueError(f"the receptive field of {layer!r} exceeds {max_side} px")
+        side *= 2
+    (top, bottom), (next_top, _) = boxes
+    stride, rf = next_top - top, bottom - top + 1
+    offset = top - c * stride
+    c0, boxes0 = at_size  # re-anchor the offset on the real input size where an edge is free
+    if boxes0 and boxes0[0][0] > 0:
+        offset = boxes0[0][0] - c0 * stride
+    elif boxes0 and boxes0[0][1] < size - 1:
+        offset = boxes0[0][1] - rf + 1 - c0 * stride
+    return ReceptiveField(rf, stride, offset)
+
+
+def crop(image, top: int, left: int, size: int) -> np.ndarray:
+    """The ``size`` x ``size`` window at (top, left) of an (H, W, 3) image; grey past its borders."""
+    out = np.full((size, size, 3), GREY, np.float32)
+    h, w = image.shape[:2]
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + size, h), min(left + size, w)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top:y1 - top, x0 - left:x1 - left] = image[y0:y1, x0:x1]
+    return out
+
+
+class Example(NamedTuple):
+    """One top unit: its activation, source image name, position in the layer's map, and patch."""
+    value: float
+    image: str
+    y: int
+    x: int
+    patch: np.ndarray
+
+
+@dataclass
+class TopPatches:
+    layer: str
+    size: int
+    field: ReceptiveField
+    examples: dict[int, list[Example]]  # channel -> best first
+    n_images: int
+
+
+@lru_cache(maxsize=16)
+def _batch_top_fn(model: Model, layer: str, k: int):
+    """jit((params, images, n_valid, channels) -> per channel the k best (values, flat unit
+    indices) over the first n_valid images of the batch)."""
+    def run(params, images, n_valid, channels):
+        acts = model.activations(images, params)[layer][..., channels]
+        valid = jnp.arange(acts.shape[0]) < n_valid
+        acts = jnp.where(valid[:, None, None, None], acts, -jnp.inf)
+        return jax.lax.top_k(acts.reshape(-1, acts.shape[-1]).T, k)
+    return jax.jit(run)
+
+
+def _batches(images: Iterable[tuple[str, np.ndarray]], size: int, batch: int):
+    it = iter(images)
+    while chunk := list(itertools.islice(it, batch)):
+        yield [name for name, _ in chunk], np.stack([square_resize(im, size) for _, im in chunk])
+
+
+def top_patches(model: Model, images: Iterable[tuple[str, np.ndarray]], layer: str,
+                channels: Sequence[int], k: int = 9, size: int = 224,
+                batch: int = 16) -> TopPatches:
+    """For each channel, the ``k`` units with the highest activation over all ``images``
+    (``(name, image)`` pairs of any size, e.g. from ``iter_images`` or ``sample_photos``; each
+    is cut to its largest centered square and resized to ``size``), with their receptive-field
+    patches."""
+    channels = [int(c) for c in channels]
+    field = receptive_field(model, layer, size)
+    h, w = model.layer_shapes(size)[layer][:2]
+    k_batch = min(k, batch * h * w)
+    fn = _batch_top_fn(model, layer, k_batch)
+    best_vals = np.full((len(channels), 0), -np.inf, np.float32)
+    best_units = np.zeros((len(channels), 0, 3), np.int64)  # (image id, y, x)
+    patches: dict[tuple, np.ndarray] = {}
+    names: list[str] = []
+    for batch_names, pixels in _batches(images, size, batch):
+        n = len(batch_names)
+        padded = np.concatenate([pixels, np.zeros((batch - n,) + pixels.shape[1:], np.float32)])
+        vals, idx = map(np.asarray, fn(model.params, padded, n, np.asarray(channels)))
+        b, y, x = np.unravel_index(idx, (batch, h, w))
+        units = np.stack([b + len(names), y, x], axis=-1)
+        vals = np.concatenate([best_vals, vals], axis=1)
+        units = np.concatenate([best_units, units], axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")[:, :k]
+        best_vals = np.take_along_axis(vals, order, 1)
+        best_units = np.take_along_axis(units, order[..., None], 1)
+        kept = {tuple(u) for u in best_units.reshape(-1, 3).tolist()}
+        patches = {u: patches[u] if u[0] < len(names) else
+                   crop(pixels[u[0] - len(names)], field.offset + u[1] * field.stride,
+                        field.offset + u[2] * field.stride, field.size) for u in kept}
+        names += batch_names
+    if not names:
+        raise DatasetError("no readable images to search")
+    examples = {c: [Example(float(v), names[i], y, x, patches[i, y, x])
+                    for v, (i, y, x) in zip(best_vals[j], best_units[j].tolist()) if np.isfinite(v)]
+                for j, c in enumerate(channels)}
+    return TopPatches(layer, size, field, examples, len(names))
+
+
+def patch_grid(examples: Sequence[Example], tile: int = 96, columns: int | None = None) -> np.ndarray:
+    """Tile a channel's examples, each patch resized to ``tile`` px and labeled with its
+    activation, into a uint8 image."""
+    resample = Image.NEAREST if examples[0].patch.shape[0] < tile else Image.BILINEAR
+    tiles = [np.asarray(Image.fromarray(to_uint8(e.patch)).resize((tile, tile), resample))
+             for e in examples]
+    return make_grid(np.stack(tiles), columns=columns, labels=[f"{e.value:.3f}" for e in examples])

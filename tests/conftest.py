@@ -1,0 +1,36 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+import featviz
+
+
+class TinyCNN(nn.Module):
+    """A small random CNN: conv-relu-conv-relu-dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv1")(x))
+        self.sow("intermediates", "relu1", x)
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
+        self.sow("intermediates", "relu2", x)
+        return nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    net = TinyCNN()
+    params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    return featviz.from_linen(net, params, ["conv1", "relu1", "relu2", "fc"], image_size=32)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    return featviz.load_model()
+
+
+@pytest.fixture(scope="session")
+def grace_hopper():
+    import matplotlib.cbook
+    return matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)

@@ -1,0 +1,110 @@
+"""The featviz command end to end on the embedded model: outputs, resumption, bad input."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featviz.render import Renderer
+from featviz.atlas import parse_channels, ChannelRangeError
+from featviz.cli import main
+from featviz.models.efficientnet_lite import default_weights_path
+
+FAST = ["--steps", "8", "--size", "64", "--quiet"]
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("featviz: error:"), err
+    return err[0]
+
+
+def test_parse_channels():
+    assert parse_channels("0-3,7,2", 10) == [0, 1, 2, 3, 7]
+    assert parse_channels(None, 3) == [0, 1, 2]
+    for bad in ("3-1", "x", "0-12"):
+        with pytest.raises(ChannelRangeError):
+            parse_channels(bad, 10)
+
+
+def test_layers_lists_shapes(capsys):
+    assert main(["layers"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks_8" in out and "(7, 7, 1280)" in out and "logits" in out
+
+
+def test_render_writes_pngs_and_results(tmp_path, capsys):
+    assert main(["render", "--layer", "blocks_4", "--channels", "0-1,5", "--out", str(tmp_path)] + FAST) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["blocks_4_0.png", "blocks_4_1.png", "blocks_4_5.png"]
+    assert Image.open(tmp_path / "blocks_4_5.png").size == (64, 64)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["channels"]) == {"0", "1", "5"} and results["seconds"] > 0
+    assert all(np.isfinite(r["objective"]) for r in results["channels"].values())
+
+
+def test_atlas_is_resumable_and_never_half_written(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "atlas.png"
+    args = ["atlas", "--layer", "blocks_2", "--channels", "0-5", "--chunk", "3", "--out", str(out)] + FAST
+    real_call = Renderer._render_stacked
+    calls = []
+
+    def interrupted_on_second_chunk(self, objectives, keys):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_call(self, objectives, keys)
+
+    monkeypatch.setattr(Renderer, "_render_stacked", interrupted_on_second_chunk)
+    assert main(args) == 130
+    assert not out.exists() and not list(tmp_path.rglob("*.tmp"))
+    done = json.loads((tmp_path / "atlas_channels" / "results.json").read_text())
+    assert sorted(done["channels"]) == ["0", "1", "2"]
+
+    calls.clear()
+    monkeypatch.setattr(Renderer, "_render_stacked",
+                        lambda self, o, k: (calls.append(1), real_call(self, o, k))[1])
+    assert main(args) == 0
+    assert len(calls) == 1  # only the missing chunk was rendered
+    atlas = np.asarray(Image.open(out))
+    assert atlas.shape[0] > 2 * 64 and atlas.std() > 10  # a grid of images, not a blank
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(summary["objective"], key=int) == [str(c) for c in range(6)]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["render", "--layer", "nope", "--channels", "0"], "valid layers: stem, blocks_0"),
+    (["render", "--layer", "blocks_8", "--channels", "0-500"], "channels 0-111"),
+    (["render", "--layer", "head", "--channels", "0", "--size", "32"], "too small"),
+    (["render", "--layer", "head", "--channels", "0", "--steps", "0"], "positive"),
+])
+def test_render_bad_input(tmp_path, capsys, argv, expected):
+    assert main(argv + ["--out", str(tmp_path), "--quiet"]) == 2
+    assert expected in _error_line(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_bad_files(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert main(["predict", str(text)]) == 2
+    assert "not a readable image" in _error_line(capsys)
+    assert main(["predict", str(tmp_path / "missing.jpg")]) == 2
+    assert "no such file" in _error_line(capsys)
+
+
+def test_tampered_weights_file(tmp_path, capsys):
+    data = bytearray(open(default_weights_path(), "rb").read())
+    data[200:400] = b"\x00" * 200
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(bytes(data))
+    assert main(["layers", "--weights", str(bad)]) == 2
+    _error_line(capsys)
+    assert main(["layers", "--weights", str(tmp_path / "none.pth")]) == 2
+    assert "no weights file" in _error_line(capsys)
+
+
+def test_other_copy_of_weights(tmp_path, capsys):
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(open(default_weights_path(), "rb").read())
+    assert main(["layers", "--weights", str(copy)]) == 0

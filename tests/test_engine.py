@@ -1,0 +1,194 @@
+"""Objectives, parameterizations, transforms and the batched, compiled renderer."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import featviz
+from featviz import objectives as obj
+from featviz import param, transforms as T
+
+
+# --- objectives ------------------------------------------------------------------------------
+
+ACTS = {"conv": jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4),
+        "logits": jnp.array([0.5, 2.0, -1.0])}
+IMG = jnp.linspace(0, 1, 2 * 2 * 3).reshape(2, 2, 3)
+
+
+def test_channel_neuron_direction_logit_deepdream():
+    a = np.asarray(ACTS["conv"])
+    assert float(obj.channel("conv", 2)(ACTS, IMG)) == pytest.approx(a[..., 2].mean())
+    assert float(obj.neuron("conv", 1)(ACTS, IMG)) == pytest.approx(a[1, 1, 1])
+    assert float(obj.neuron("conv", 3, y=0, x=2)(ACTS, IMG)) == pytest.approx(a[0, 2, 3])
+    v = np.array([1.0, 0.0, -1.0, 2.0], np.float32)
+    assert float(obj.direction("conv", v)(ACTS, IMG)) == pytest.approx((a @ v).mean())
+    assert float(obj.class_logit(1)(ACTS, IMG)) == pytest.approx(2.0)
+    assert float(obj.deepdream("conv")(ACTS, IMG)) == pytest.approx((a ** 2).mean())
+
+
+def test_penalties():
+    img = np.asarray(IMG)
+    tv = np.abs(np.diff(img, axis=0)).sum() + np.abs(np.diff(img, axis=1)).sum()
+    assert float(obj.total_variation()(ACTS, IMG)) == pytest.approx(tv)
+    assert float(obj.l1(0.5)(ACTS, IMG)) == pytest.approx(np.abs(img - 0.5).sum())
+
+
+def test_arithmetic_is_exact():
+    c0, c1 = (float(obj.channel("conv", i)(ACTS, IMG)) for i in (0, 1))
+    logit = 2.0
+    cases = {
+        obj.channel("conv", 0) + obj.channel("conv", 1): c0 + c1,
+        obj.channel("conv", 0) - obj.channel("conv", 1): c0 - c1,
+        0.5 * obj.channel("conv", 0) + obj.class_logit(1) * 3: 0.5 * c0 + 6.0,
+        obj.channel("conv", 1) / 4 - 1: c1 / 4 - 1,
+        2 / obj.class_logit(1): 1.0,
+        -obj.channel("conv", 0): -c0,
+        1 - obj.channel("conv", 0): 1 - c0,
+        (obj.channel("conv", 0) + obj.channel("conv", 1)) * (obj.class_logit(1) - 1): (c0 + c1) * (logit - 1),
+    }
+    for o, expected in cases.items():
+        assert float(o(ACTS, IMG)) == pytest.approx(expected), o
+
+
+def test_weights_apply_to_their_own_terms_only():
+    """A weighted sum weights each term once (no weight leaks onto earlier terms)."""
+    o = 1.0 * obj.class_logit(0) + 10.0 * obj.class_logit(1) + 100.0 * obj.class_logit(2)
+    assert float(o(ACTS, IMG)) == pytest.approx(0.5 + 20.0 - 100.0)
+
+
+def test_total_of_a_thousand_terms_is_flat():
+    o = obj.total([obj.channel("conv", i % 4) for i in range(1000)])
+    assert len(o.static[1]) == 1000
+    assert float(jax.jit(lambda o: o(ACTS, IMG))(o)) == pytest.approx(
+        sum(float(np.asarray(ACTS["conv"])[..., i % 4].mean()) for i in range(1000)), rel=1e-5)
+
+
+def test_stack_needs_one_form():
+    batch = obj.stack([obj.channel("conv", c) for c in range(4)])
+    assert batch.params.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="different forms"):
+        obj.stack([obj.channel("conv", 0), obj.channel("other", 0)])
+
+
+def test_diversity_prefers_different_images():
+    same = {"conv": jnp.ones((2, 3, 3, 4))}
+    rng = np.random.default_rng(0)
+    diff = {"conv": jnp.asarray(rng.uniform(size=(2, 3, 3, 4)) ** 8)}
+    d = obj.diversity("conv")
+    assert float(d(same)) == pytest.approx(-1.0)
+    assert float(d(diff)) > float(d(same))
+
+
+# --- parameterizations and transforms ---------------------------------------------------------
+
+def test_fft_param_matches_numpy():
+    p = param.fft_spectrum(16, sd=1.0)
+    coeffs = np.asarray(p.init(jax.random.key(0)))
+    freqs = param.rfft2d_freqs(16, 16)
+    scale = 1.0 / np.maximum(freqs, 1.0 / 16)
+    spectrum = (coeffs[0] + 1j * coeffs[1]) * scale[..., None]
+    expected = np.fft.irfft2(spectrum, s=(16, 16), axes=(0, 1), norm="ortho") / 4
+    np.testing.assert_allclose(p.to_image(jnp.asarray(coeffs)), expected, atol=1e-5)
+
+
+def test_image_param_is_valid_rgb():
+    for kw in ({}, {"fft": False}, {"decorrelate": False}, {"sigmoid": False}):
+        p = param.image(32, **kw)
+        img = p.to_image(p.init(jax.random.key(1)) * 100)
+        assert img.shape == (32, 32, 3) and float(img.min()) >= 0 and float(img.max()) <= 1
+
+
+def test_pad_and_jitter_match_numpy():
+    img = np.random.default_rng(0).uniform(size=(10, 12, 3)).astype(np.float32)
+    np.testing.assert_array_equal(T.pad(2, 0.5)(None, img), np.pad(img, ((2, 2), (2, 2), (0, 0)),
+                                                                   constant_values=0.5))
+    key = jax.random.key(3)
+    out = np.asarray(T.jitter(4)(key, img))
+    dy, dx = np.asarray(jax.random.randint(key, (2,), 0, 5))
+    np.testing.assert_array_equal(out, img[dy:dy + 6, dx:dx + 8])
+
+
+def test_rotation_and_scale_match_numpy_bilinear():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(size=(9, 9, 3)).astype(np.float32)
+    key = jax.random.key(0)
+    out = np.asarray(T.random_rotate([90])(key, img))
+    np.testing.assert_allclose(out, np.rot90(img, k=1), atol=1e-5)  # 90 degrees is exact
+    np.testing.assert_allclose(T.random_scale([1.0])(key, img), img, atol=1e-6)
+    # zoom x2 about the centre: output pixel p samples input at c + (p - c) / 2
+    out = np.asarray(T.random_scale([2.0])(key, img))
+    c = 4.0
+    src = c + (np.arange(9) - c) / 2
+    y0 = np.floor(src).astype(int)
+    f = src - y0
+    y1 = np.minimum(y0 + 1, 8)
+    rows = img[y0] * (1 - f)[:, None, None] + img[y1] * f[:, None, None]
+    expected = rows[:, y0] * (1 - f)[None, :, None] + rows[:, y1] * f[None, :, None]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_blur_matches_numpy():
+    img = np.zeros((9, 9, 1), np.float32)
+    img[4, 4] = 1
+    out = np.asarray(T.blur(1.0)(None, img))[..., 0]
+    k = T.gaussian_kernel(1.0)
+    r = len(k) // 2
+    expected = np.zeros((9, 9))
+    expected[4 - r:4 + r + 1, 4 - r:4 + r + 1] = np.outer(k, k)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_standard_transforms_have_fixed_shape():
+    t = T.compose(T.standard_transforms())
+    shapes = {t(jax.random.key(i), jnp.zeros((64, 64, 3))).shape for i in range(5)}
+    assert shapes == {(76, 76, 3)}
+
+
+# --- renderer --------------------------------------------------------------------------------
+
+def test_objective_rises_under_ascent(tiny_model):
+    r = featviz.Renderer(tiny_model, size=32, steps=64, transforms=[])
+    out = r([obj.channel("conv1", c) for c in range(4)], featviz.channel_keys(0, range(4)))
+    assert out.images.shape == (4, 32, 32, 3)
+    assert (out.trace[:, -1] > out.trace[:, 0] + 0.1).all()
+    assert np.allclose(out.final, out.trace[:, -1], rtol=0.1, atol=0.05)
+
+
+def test_batched_render_equals_per_channel_renders(tiny_model):
+    r = featviz.Renderer(tiny_model, size=32, steps=16)
+    chans = [0, 3, 5, 7]
+    batch = r([obj.channel("conv1", c) for c in chans], featviz.channel_keys(7, chans))
+    for i, c in enumerate(chans):
+        one = r([obj.channel("conv1", c)], featviz.channel_keys(7, [c]))
+        np.testing.assert_allclose(one.images[0], batch.images[i], atol=2e-4)
+
+
+def test_new_channel_does_not_recompile(tiny_model):
+    r = featviz.Renderer(tiny_model, size=32, steps=4)
+    for c in range(4):
+        r([obj.channel("relu1", c), obj.channel("relu1", 7 - c)], featviz.channel_keys(0, [c, 7 - c]))
+    assert r.traces == 1
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny_model):
+    r = featviz.Renderer(tiny_model, size=32, steps=8)
+    a = r([obj.channel("relu2", 1)], featviz.channel_keys(3, [1])).images
+    b = r([obj.channel("relu2", 1)], featviz.channel_keys(3, [1])).images
+    c = r([obj.channel("relu2", 1)], featviz.channel_keys(4, [1])).images
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_diversity_and_mixed_objectives_render(tiny_model):
+    objs = [obj.channel("relu2", c) - 1e-3 * obj.total_variation() for c in (0, 0)]
+    r = featviz.Renderer(tiny_model, size=32, steps=16, optimizer=optax.adam(0.05),
+                         batch_objective=obj.diversity("relu1", 10.0))
+    out = r(objs, jax.random.split(jax.random.key(0), 2))
+    assert np.isfinite(out.images).all() and np.abs(out.images[0] - out.images[1]).max() > 0.01
+
+
+def test_pretrained_channel_rises(lite0):
+    out = featviz.render(lite0, [obj.channel("blocks_3", 5), obj.class_logit(1)], size=64, steps=24)
+    assert (out.trace[:, -4:].mean(1) > out.trace[:, :4].mean(1)).all()

@@ -1,0 +1,61 @@
+"""The embedded EfficientNet-Lite0 against the reference implementation and a real photo."""
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from featviz.cli import main
+from featviz.models.efficientnet_lite import _depthwise_plain, depthwise_conv
+
+FIXTURE = Path(__file__).parent / "fixtures" / "reference_logits.npz"
+
+
+@pytest.mark.parametrize("size", [224, 128])
+def test_logits_match_reference(lite0, size):
+    ref = np.load(FIXTURE)
+    images = ref[f"pixels_{size}"].astype(np.float32) / 255
+    acts = jax.jit(lite0.activations)(images)
+    np.testing.assert_allclose(acts["logits"], ref[f"logits_{size}"], atol=1e-3, rtol=0)
+    for block in (8, 15):
+        np.testing.assert_allclose(acts[f"blocks_{block}"], ref[f"blocks_{block}_{size}"],
+                                   atol=1e-3, rtol=0)
+
+
+def test_layers_and_shapes(lite0):
+    shapes = lite0.layer_shapes(224)
+    assert list(shapes)[:2] == ["stem", "blocks_0"] and len(shapes) == 19
+    assert shapes["head"] == (7, 7, 1280)
+    assert shapes["blocks_8"] == (14, 14, 112)
+    assert shapes["logits"] == (1000,)
+
+
+def test_predict_grace_hopper(grace_hopper, capsys):
+    assert main(["predict", grace_hopper, "--json", "--top", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    top = report[0]["top"]
+    assert report[0]["image"] == grace_hopper
+    assert top[0]["class"] == 652 and top[0]["name"] == "military uniform"
+    assert top[0]["probability"] > top[1]["probability"] > 0
+
+
+@pytest.mark.parametrize("stride,kernel,size", [(1, 3, 9), (2, 3, 9), (2, 5, 10), (1, 5, 7)])
+def test_depthwise_conv_and_its_gradient_match_grouped_conv(stride, kernel, size):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, size, size + 1, 4)).astype(np.float32)
+    w = rng.normal(size=(kernel, kernel, 4)).astype(np.float32)
+
+    def grouped(x, w):
+        return jax.lax.conv_general_dilated(x, w[:, :, None, :], (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=4)
+
+    def loss(conv):
+        return lambda x, w: (conv(x, w) ** 2).sum()
+
+    ours = lambda x, w: depthwise_conv(x, w, stride)
+    np.testing.assert_allclose(ours(x, w), grouped(x, w), rtol=1e-4, atol=1e-4)
+    for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(grouped), (0, 1))(x, w)):
+        np.testing.assert_allclose(g_ours, g_ref, rtol=1e-4, atol=1e-3)
+    assert _depthwise_plain is not depthwise_conv
