@@ -10,7 +10,7 @@ Example:
     >>> acts = {"conv": jnp.arange(12.0).reshape(2, 2, 3)}
     >>> obj = channel("conv", 1) - 0.5 * channel("conv", 0)
     >>> float(obj(acts, jnp.zeros((2, 2, 3))))
-    4.5
+    3.25
     >>> batch = stack([channel("conv", c) for c in range(3)])
     >>> batch.params.shape
     (3,)

@@ -14,7 +14,7 @@ Example:
     >>> net = Tiny()
     >>> params = net.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     >>> model = from_linen(net, params, layers=["conv1", "relu1", "out"])
-    >>> {k: v.shape for k, v in model.layer_shapes(16).items()}
+    >>> model.layer_shapes(16)
     {'conv1': (16, 16, 4), 'relu1': (16, 16, 4), 'out': (2,)}
 """
 from __future__ import annotations
