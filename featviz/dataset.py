@@ -57,7 +57,7 @@ def iter_images(folder, size: int | None = None,
             image = load_image(path, size)
         except ImageReadError as err:
             if on_error is None:
-                warnings.warn(f"skipping {path}: {err}", stacklevel=2)
+                warnings.warn(f"skipped: {err}", stacklevel=2)
             else:
                 on_error(path, err)
             continue

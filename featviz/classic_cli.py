@@ -1,0 +1,162 @@
+"""The classic views as ``featviz`` subcommands (``register(sub)`` adds them to the CLI).
+
+    featviz activations IMAGE --layer L [--channels 0-15] [--per-channel-scale] --out grid.png
+    featviz top-patches [--images DIR] --layer L --channels 0-7 [--k 9] --out DIR
+    featviz project IMAGE --layer L --channel C [--method deconvnet|guided] --out p.png
+    featviz saliency IMAGE [--class K] [--method vanilla|smoothgrad|gradxinput] --out s.png
+    featviz gradcam IMAGE [--class K] [--layer L] [--method gradcam|cam] --out heat.png
+
+Map commands also take ``--save-array FILE.npy`` for the raw array.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from . import attribution as attr
+from .activations import activation_grid, layer_maps
+from .atlas import parse_channels
+from .dataset import DatasetError, iter_images, patch_grid, sample_photos, top_patches
+from .image import load_image, save_png, to_uint8, write_text_atomic
+from .models import DEFAULT_MODEL, ZOO
+
+USER_ERRORS = (attr.ClassIndexError, DatasetError)
+
+
+def _setup(args):
+    """Model and the image at the model's input size; checks --out before any work."""
+    from .cli import UsageError, _model
+    if not args.out.lower().endswith(".png"):
+        raise UsageError(f"--out {args.out} must name a .png file, e.g. --out {args.command}.png")
+    model = _model(args)
+    return model, load_image(args.image, size=args.size or model.image_size)
+
+
+def _write(args, picture, array) -> None:
+    save_png(picture, args.out)
+    extra = ""
+    if args.save_array:
+        Path(args.save_array).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_array, np.asarray(array))
+        extra = f" and {args.save_array} {tuple(np.shape(array))}"
+    print(f"wrote {args.out}{extra}")
+
+
+def _class_label(model, image, class_id) -> str:
+    k = int(attr.predict(model, image[None])[0]) if class_id is None else class_id
+    return f"class {k} ({model.class_names[k]})" if model.class_names else f"class {k}"
+
+
+def cmd_activations(args):
+    model, image = _setup(args)
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    maps = layer_maps(model, image, args.layer, channels)
+    _write(args, activation_grid(maps, channels, shared_scale=not args.per_channel_scale), maps)
+
+
+def cmd_top_patches(args):
+    from .cli import UsageError, _model
+    for name in ("k", "batch"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be a positive number, not {getattr(args, name)}")
+    model = _model(args)
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    def skipped(path, err):
+        print(f"featviz: warning: skipped: {err}", file=sys.stderr)
+    images = iter_images(args.images, args.size, skipped) if args.images else sample_photos()
+    result = top_patches(model, images, args.layer, channels, k=args.k, size=args.size,
+                         batch=args.batch)
+    out = Path(args.out)
+    for c, examples in result.examples.items():
+        save_png(patch_grid(examples), out / f"{args.layer}_{c}.png")
+    report = {"layer": args.layer, "size": args.size, "images": result.n_images,
+              "receptive_field": result.field._asdict(),
+              "channels": {str(c): [{"value": e.value, "image": e.image, "y": e.y, "x": e.x}
+                                    for e in examples] for c, examples in result.examples.items()}}
+    write_text_atomic(json.dumps(report, indent=1), out / "results.json")
+    print(f"wrote {len(channels)} grids and results.json to {out} "
+          f"({result.n_images} images, receptive field {result.field.size} px)")
+
+
+def cmd_project(args):
+    model, image = _setup(args)
+    grad = attr.project(model, image, model.check_layer(args.layer), args.channel,
+                        method=args.method, reduce=args.reduce)
+    _write(args, np.concatenate([to_uint8(image), attr.gradient_image(grad)], axis=1), grad)
+
+
+SALIENCY = {"vanilla": lambda model, x, k, args: attr.saliency(model, x, k),
+            "smoothgrad": lambda model, x, k, args: attr.smoothgrad(
+                model, x, jax.random.key(args.seed), k, n=args.samples),
+            "gradxinput": lambda model, x, k, args: attr.grad_x_input(model, x, k)}
+
+
+def cmd_saliency(args):
+    model, image = _setup(args)
+    heat = SALIENCY[args.method](model, image[None], args.class_id, args)[0]
+    _write(args, np.concatenate([to_uint8(image), attr.colorize(heat)], axis=1), heat)
+    print(f"  for {_class_label(model, image, args.class_id)}")
+
+
+def cmd_gradcam(args):
+    model, image = _setup(args)
+    fn = attr.gradcam if args.method == "gradcam" else attr.cam
+    heat = fn(model, image[None], class_idx=args.class_id, layer=args.layer)[0]
+    _write(args, attr.overlay(image, heat), heat)
+    print(f"  for {_class_label(model, image, args.class_id)}, layer "
+          f"{args.layer or attr.last_spatial_layer(model)}")
+
+
+def register(sub) -> None:
+    """Add the classic-view subcommands to an ``argparse`` subparsers object."""
+    def command(name, about, func, image=True, out_help="output .png file"):
+        p = sub.add_parser(name, help=about)
+        p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of: {', '.join(ZOO)}")
+        p.add_argument("--weights", help="another copy of the model's weights file (.pth)")
+        if image:
+            p.add_argument("image")
+            p.add_argument("--size", type=int, default=None,
+                           help="image side in pixels (default: the model's input size)")
+            p.add_argument("--save-array", metavar="FILE.npy", help="also save the raw array")
+        p.add_argument("--out", required=True, help=out_help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("activations", "a layer's activation maps on one image", cmd_activations)
+    p.add_argument("--layer", required=True)
+    p.add_argument("--channels", default="0-15", help="e.g. 0-7,12 or all (default: 0-15)")
+    p.add_argument("--per-channel-scale", action="store_true",
+                   help="one color scale per channel instead of a shared one")
+
+    p = command("top-patches", "the dataset patches that excite channels most", cmd_top_patches,
+                image=False, out_help="output folder")
+    p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
+    p.add_argument("--layer", required=True)
+    p.add_argument("--channels", required=True, help="e.g. 0-7,12")
+    p.add_argument("--k", type=int, default=9, help="patches per channel")
+    p.add_argument("--size", type=int, default=224, help="image side in pixels")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass")
+
+    p = command("project", "deconvnet / guided-backprop projection of a channel", cmd_project)
+    p.add_argument("--layer", required=True)
+    p.add_argument("--channel", type=int, required=True)
+    p.add_argument("--method", choices=attr.PROJECTIONS, default="deconvnet")
+    p.add_argument("--reduce", choices=("max", "mean"), default="max",
+                   help="project the channel's strongest unit or its mean")
+
+    p = command("saliency", "input-gradient saliency for a class", cmd_saliency)
+    p.add_argument("--class", dest="class_id", type=int, default=None,
+                   help="class id (default: the top prediction)")
+    p.add_argument("--method", choices=tuple(SALIENCY), default="vanilla")
+    p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy copies")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command("gradcam", "Grad-CAM (or CAM) heatmap for a class", cmd_gradcam)
+    p.add_argument("--class", dest="class_id", type=int, default=None,
+                   help="class id (default: the top prediction)")
+    p.add_argument("--layer", default=None, help="default: the last layer with a spatial map")
+    p.add_argument("--method", choices=("gradcam", "cam"), default="gradcam")
