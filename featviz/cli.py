@@ -15,12 +15,13 @@ import json
 import sys
 from pathlib import Path
 
+from . import classic_cli
 from .atlas import ChannelRangeError, SizeError, parse_channels, render_atlas, render_channels
 from .image import ImageReadError, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO, UnknownLayerError, UnknownModelError, WeightsFileError
 
 USER_ERRORS = (ChannelRangeError, SizeError, ImageReadError, UnknownLayerError,
-               UnknownModelError, WeightsFileError)
+               UnknownModelError, WeightsFileError) + classic_cli.USER_ERRORS
 
 
 class UsageError(ValueError):
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                     layer_default="blocks_8")
     p.add_argument("--columns", type=int, default=None)
     p.set_defaults(func=cmd_atlas)
+    classic_cli.register(sub)
     return parser
 
 
