@@ -40,7 +40,7 @@ def test_predict_grace_hopper(grace_hopper, capsys):
     assert top[0]["probability"] > top[1]["probability"] > 0
 
 
-@pytest.mark.parametrize("stride,kernel,size", [(1, 3, 9), (2, 3, 9), (2, 5, 10), (1, 5, 7)])
+@pytest.mark.parametrize("stride,kernel,size", [(1, 3, 9), (2, 3, 9), (2, 5, 10), (2, 5, 9), (2, 3, 8), (1, 5, 7), (3, 3, 10)])
 def test_depthwise_conv_and_its_gradient_match_grouped_conv(stride, kernel, size):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, size, size + 1, 4)).astype(np.float32)

@@ -71,7 +71,7 @@ def depthwise_conv(x, kernel, stride: int):
 
     On XLA:CPU this is several times faster in a forward+backward graph than
     ``feature_group_count``; its input gradient is written as another shifted-multiply
-    depthwise conv (flipped kernel; zero-interleaved for stride 2) rather than left to
+    depthwise conv (flipped kernel; four polyphase parts for stride 2) rather than left to
     autodiff's k*k pads (see benchmarks/RESULTS.md).
     """
     return _depthwise_plain(x, kernel, stride)
@@ -81,22 +81,35 @@ def _depthwise_fwd(x, kernel, stride):
     return _depthwise_plain(x, kernel, stride), (x, kernel)
 
 
+def _stride2_input_grad(g, kernel, h: int, w: int):
+    """Input gradient of a stride-2 "SAME" depthwise conv, by polyphase decomposition: each of
+    the four (row, column) parities of the padded input gathers from its own kernel taps."""
+    k = kernel.shape[0]
+    (top, _), (left, _) = _same_pads(h, k, 2), _same_pads(w, k, 2)
+    oh, ow = g.shape[-3:-1]
+    p = (k + 1) // 2
+    m, n = oh + p, ow + p
+    gpad = jnp.pad(g, [(0, 0)] * (g.ndim - 3) + [(p - 1, m - oh), (p - 1, n - ow), (0, 0)])
+
+    def phase(qy, qx):
+        return sum(gpad[..., p - 1 - jy:p - 1 - jy + m, p - 1 - jx:p - 1 - jx + n, :]
+                   * kernel[qy + 2 * jy, qx + 2 * jx]
+                   for jy in range(len(range(qy, k, 2))) for jx in range(len(range(qx, k, 2))))
+
+    rows = [jnp.stack([phase(qy, 0), phase(qy, 1)], axis=-2) for qy in (0, 1)]
+    gxp = jnp.stack(rows, axis=-4).reshape(g.shape[:-3] + (2 * m, 2 * n, g.shape[-1]))
+    return gxp[..., top:top + h, left:left + w, :]
+
+
 def _depthwise_bwd(stride, residuals, g):
     x, kernel = residuals
     k = kernel.shape[0]
-    flipped = kernel[::-1, ::-1]
     if stride == 1:
-        gx = _depthwise_plain(g, flipped, 1)
-    else:  # correlate the zero-interleaved gradient with the flipped kernel, then crop
-        h, w = x.shape[-3:-1]
-        (top, _), (left, _) = _same_pads(h, k, stride), _same_pads(w, k, stride)
-        dilate = [(0, 0, 0)] * (g.ndim - 3) + [(k - 1, k - 1, stride - 1)] * 2 + [(0, 0, 0)]
-        gd = jax.lax.pad(g, jnp.zeros((), g.dtype), dilate)
-        lh, lw = gd.shape[-3] - k + 1, gd.shape[-2] - k + 1
-        taps = _taps(gd, k, 1, lh, lw)
-        gxp = sum(taps[i][j] * flipped[i, j] for i in range(k) for j in range(k))
-        fill = [(0, 0)] * (g.ndim - 3) + [(0, max(top + h - lh, 0)), (0, max(left + w - lw, 0)), (0, 0)]
-        gx = jnp.pad(gxp, fill)[..., top:top + h, left:left + w, :]
+        gx = _depthwise_plain(g, kernel[::-1, ::-1], 1)
+    elif stride == 2:
+        gx = _stride2_input_grad(g, kernel, *x.shape[-3:-1])
+    else:
+        gx = jax.vjp(lambda x: _depthwise_plain(x, kernel, stride), x)[1](g)[0]
     xp, oh, ow = _padded(x, k, stride)
     taps = _taps(xp, k, stride, oh, ow)
     axes = tuple(range(g.ndim - 1))
