@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import numpy as np
 
+from . import distributed
 from . import objectives as obj
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
@@ -83,30 +85,35 @@ class LayerRender:
 
 
 def _records_path(out_dir: Path) -> Path:
-    return out_dir / "results.json"
+    """results.json; in a run of several processes, process i keeps its own results.p<i>.json
+    until process 0 merges them."""
+    if jax.process_count() == 1:
+        return out_dir / "results.json"
+    return out_dir / f"results.p{jax.process_index()}.json"
 
 
 def _load_records(out_dir: Path, layer: str, settings: dict) -> dict:
-    path = _records_path(out_dir)
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if saved.get("layer") != layer or saved.get("settings") != settings:
-        return {}
-    return {int(c): r for c, r in saved.get("channels", {}).items()
-            if (out_dir / r["png"]).exists()}
+    records = {}
+    for path in sorted(out_dir.glob("results*.json")):
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if saved.get("layer") == layer and saved.get("settings") == settings:
+            records.update({int(c): r for c, r in saved.get("channels", {}).items()
+                            if (out_dir / r["png"]).exists()})
+    return records
 
 
 def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, *,
                     steps: int = 512, size: int = 128, seed: int = 0, chunk_size: int = 32,
-                    lr: float = 0.05, progress: bool = True) -> LayerRender:
+                    lr: float = 0.05, devices=None, progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
     (per channel, the final image's objective: the channel's mean activation, untransformed).
 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
+    ``devices`` shards each chunk over those devices; in a run of several processes each
+    renders its share of the channels and process 0 merges the records.
     """
     import optax
     from tqdm import tqdm
@@ -119,12 +126,11 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     out_dir = Path(out_dir)
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
-    todo = [c for c in channels if c not in result.records]
+    todo = distributed.share([c for c in channels if c not in result.records])
     chunk = max(1, min(chunk_size, len(todo) or 1))
-    renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr))
+    renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr), devices=devices)
     start = time.perf_counter()
-    with tqdm(total=len(channels), initial=len(channels) - len(todo), unit="ch",
-              desc=f"{layer}", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(todo), unit="ch", desc=layer, disable=not progress, leave=False) as bar:
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             padded = part + [part[-1]] * (chunk - len(part))  # same batch size: no recompile
@@ -135,16 +141,19 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
                                      "png": result.image_path(c).name}
             result.seconds += time.perf_counter() - start
             start = time.perf_counter()
-            _save_records(result, settings)
+            _save_records(result, settings, _records_path(out_dir))
             bar.update(len(part))
-    _save_records(result, settings)
+    distributed.barrier(f"featviz-{layer}-rendered")
+    result.records = _load_records(out_dir, layer, settings)
+    if jax.process_index() == 0:
+        _save_records(result, settings, out_dir / "results.json")
     return result
 
 
-def _save_records(result: LayerRender, settings: dict) -> None:
+def _save_records(result: LayerRender, settings: dict, path: Path) -> None:
     doc = {"layer": result.layer, "settings": settings, "seconds": round(result.seconds, 3),
            "channels": {str(c): r for c, r in sorted(result.records.items())}}
-    write_text_atomic(json.dumps(doc, indent=1), _records_path(result.out_dir))
+    write_text_atomic(json.dumps(doc, indent=1), path)
 
 
 def atlas_image(result: LayerRender, channels: Sequence[int], columns: int | None = None):
@@ -155,9 +164,11 @@ def atlas_image(result: LayerRender, channels: Sequence[int], columns: int | Non
 
 def render_atlas(model: Model, layer: str, channels: Sequence[int], out_png, *,
                  columns: int | None = None, **settings) -> LayerRender:
-    """Render channels (resumably, into ``<out_png stem>_channels/``) and write the atlas PNG."""
+    """Render channels (resumably, into ``<out_png stem>_channels/``) and write the atlas PNG
+    (process 0 of a multi-process run writes it)."""
     out_png = Path(out_png)
     result = render_channels(model, layer, channels, out_png.with_name(out_png.stem + "_channels"),
                              **settings)
-    save_png(atlas_image(result, channels, columns), out_png)
+    if jax.process_index() == 0:
+        save_png(atlas_image(result, channels, columns), out_png)
     return result

@@ -18,10 +18,11 @@ from pathlib import Path
 from . import classic_cli
 from .atlas import ChannelRangeError, SizeError, parse_channels, render_atlas, render_channels
 from .image import ImageReadError, write_text_atomic
+from .render import ChunkTooLargeError
 from .models import DEFAULT_MODEL, ZOO, UnknownLayerError, UnknownModelError, WeightsFileError
 
-USER_ERRORS = (ChannelRangeError, SizeError, ImageReadError, UnknownLayerError,
-               UnknownModelError, WeightsFileError) + classic_cli.USER_ERRORS
+USER_ERRORS = (ChannelRangeError, ChunkTooLargeError, SizeError, ImageReadError,
+               UnknownLayerError, UnknownModelError, WeightsFileError) + classic_cli.USER_ERRORS
 
 
 class UsageError(ValueError):
@@ -66,9 +67,21 @@ def cmd_predict(args):
             print(f"  {t['class']:>4}  {t['probability']:.4f}  {t['name']}")
 
 
+def _devices(spec: str | None):
+    import jax
+    if spec is None:
+        return None
+    local = jax.local_devices()
+    if spec == "all":
+        return local
+    if not spec.isdigit() or not 1 <= int(spec) <= len(local):
+        raise UsageError(f"--devices {spec}: give 'all' or a number from 1 to {len(local)}")
+    return local[:int(spec)]
+
+
 def _render_settings(args):
     return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
-                lr=args.lr, progress=not args.quiet)
+                lr=args.lr, devices=_devices(args.devices), progress=not args.quiet)
 
 
 def cmd_render(args):
@@ -80,17 +93,23 @@ def cmd_render(args):
 
 
 def cmd_atlas(args):
+    import jax
+
     model = _model(args)
-    if not args.out.lower().endswith(".png"):
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
-    result = render_atlas(model, args.layer, channels, args.out, columns=args.columns,
-                          **_render_settings(args))
-    summary = {"layer": args.layer, "seconds": round(result.seconds, 3),
-               "objective": {str(c): result.records[c]["objective"] for c in channels}}
-    write_text_atomic(json.dumps(summary, indent=1), Path(args.out).with_suffix(".json"))
-    print(f"wrote {args.out} ({len(channels)} channels of {args.layer}) and "
-          f"{Path(args.out).with_suffix('.json')}")
+    layers = list(model.layers) if args.layer == "all" else [model.check_layer(args.layer)]
+    settings = _render_settings(args)
+    for layer in layers:
+        channels = parse_channels(args.channels, model.channels(layer))
+        png = out if len(layers) == 1 else out.with_name(f"{out.stem}_{layer}.png")
+        result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
+        if jax.process_index() == 0:
+            summary = {"layer": layer, "seconds": round(result.seconds, 3),
+                       "objective": {str(c): result.records[c]["objective"] for c in channels}}
+            write_text_atomic(json.dumps(summary, indent=1), png.with_suffix(".json"))
+            print(f"wrote {png} ({len(channels)} channels of {layer}) and {png.with_suffix('.json')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
         p.add_argument("--chunk", type=int, default=32, help="channels rendered at once")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
+        p.add_argument("--distributed", metavar="HOST:PORT|auto",
+                       help="join a multi-process run through jax.distributed")
+        p.add_argument("--num-processes", type=int)
+        p.add_argument("--process-id", type=int)
         p.add_argument("--out", required=True)
         return p
 
@@ -128,11 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_render(with_model(sub.add_parser("render", help="render channels to PNGs")))
     p.set_defaults(func=cmd_render)
 
-    p = with_render(with_model(sub.add_parser("atlas", help="render a layer's atlas")),
-                    layer_default="blocks_8")
+    p = with_render(with_model(sub.add_parser(
+        "atlas", help="render a layer's atlas (--layer all: one atlas per layer)")),
+        layer_default="blocks_8")
     p.add_argument("--columns", type=int, default=None)
     p.set_defaults(func=cmd_atlas)
     classic_cli.register(sub)
+    from . import gallery
+    gallery.register(sub)
     return parser
 
 
@@ -147,6 +174,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_numbers(args)
+        if getattr(args, "distributed", None):  # before anything touches a JAX backend
+            from . import distributed
+            distributed.initialize(args.distributed, args.num_processes, args.process_id)
         args.func(args)
     except USER_ERRORS + (UsageError,) as err:
         print(f"featviz: error: {err}", file=sys.stderr)

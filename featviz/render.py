@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import objectives as objectives_lib
 from .models.base import Model
@@ -47,21 +49,24 @@ class Renderer:
     objective form and batch size, then reuses the program for any channel indices.
 
     Defaults are Lucid's: 128 px, 512 steps, Adam(0.05), Fourier + decorrelated colour +
-    sigmoid, pad/jitter/scale/rotate/jitter.
+    sigmoid, pad/jitter/scale/rotate/jitter. With ``devices`` (e.g. ``jax.devices()``), each
+    batch is sharded over a 1-D mesh of those devices; the images do not depend on how many.
     """
 
     def __init__(self, model: Model, *, size: int = 128, steps: int = 512,
                  param: Parameterization | None = None,
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
-                 batch_objective=None):
+                 batch_objective=None, devices: Sequence | None = None):
         self.model, self.size, self.steps = model, size, steps
+        self.mesh = Mesh(np.asarray(devices), ("batch",)) if devices else None
         self.param = param or image(size)
         self.transform = compose(standard_transforms() if transforms is None else transforms)
         self.optimizer = optimizer or optax.adam(0.05)
         self.batch_objective = batch_objective
         self.traces = 0  # how many times the program was traced (i.e. compiled)
         self._program = jax.jit(self._run)
+        self._executables: dict = {}
 
     def _objective_values(self, model_params, objectives, images, transformed):
         acts = self.model.apply(model_params, self.model.preprocess(transformed))
@@ -114,8 +119,56 @@ class Renderer:
                               for f in ("images", "trace", "final")))
 
     def _render_stacked(self, objectives, keys) -> RenderResult:
-        images, trace, final = self._program(self.model.params, objectives, keys)
-        return RenderResult(np.asarray(images), np.asarray(trace), np.asarray(final))
+        n, params = keys.shape[0], self.model.params
+        if self.mesh is not None:  # pad the batch to a multiple of the devices, then shard it
+            extra = -n % self.mesh.size
+            objectives, keys = jax.tree_util.tree_map(
+                lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), (objectives, keys))
+            objectives, keys = jax.device_put((objectives, keys), NamedSharding(self.mesh, P("batch")))
+            params = jax.device_put(params, NamedSharding(self.mesh, P()))
+        images, trace, final = self._executable(params, objectives, keys)(params, objectives, keys)
+        return RenderResult(np.asarray(images)[:n], np.asarray(trace)[:n], np.asarray(final)[:n])
+
+
+    def _executable(self, params, objectives, keys):
+        """The compiled program for this batch's form and shapes, compiled once and checked to
+        fit in device memory."""
+        leaves, form = jax.tree_util.tree_flatten(objectives)
+        cache_key = (form, tuple((a.shape, str(a.dtype)) for a in leaves), keys.shape)
+        if cache_key not in self._executables:
+            compiled = self._program.lower(params, objectives, keys).compile()
+            check_memory(compiled, keys.shape[0], self.mesh.devices.ravel().tolist()
+                         if self.mesh is not None else [jax.devices()[0]])
+            self._executables[cache_key] = compiled
+        return self._executables[cache_key]
+
+
+class ChunkTooLargeError(ValueError):
+    """A batch of images that would not fit in device memory."""
+
+
+def free_memory_bytes(device) -> int:
+    """Memory still free on ``device`` (for CPU devices: the host's available memory)."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(compiled, batch: int, devices) -> None:
+    """Raise ``ChunkTooLargeError`` (with a chunk size that fits) if the compiled program needs
+    more memory per device than the devices have free."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return
+    need = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes)
+    free = min(free_memory_bytes(d) for d in devices)
+    if need > free:
+        fits = max(1, int(batch * 0.8 * free / need))
+        raise ChunkTooLargeError(
+            f"a chunk of {batch} images needs {need / 2**30:.1f} GiB per device but only "
+            f"{free / 2**30:.1f} GiB is free; use --chunk {fits} (or fewer)")
 
 
 def render(model: Model, objectives: Sequence, *, seed: int = 0, **settings) -> RenderResult:

@@ -192,3 +192,14 @@ def test_diversity_and_mixed_objectives_render(tiny_model):
 def test_pretrained_channel_rises(lite0):
     out = featviz.render(lite0, [obj.channel("blocks_3", 5), obj.class_logit(1)], size=64, steps=24)
     assert (out.trace[:, -4:].mean(1) > out.trace[:, :4].mean(1)).all()
+
+
+def test_too_large_chunk_is_refused_with_a_suggestion(tiny_model, monkeypatch):
+    import importlib
+
+    render_module = importlib.import_module("featviz.render")  # the module, not the function
+
+    monkeypatch.setattr(render_module, "free_memory_bytes", lambda device: 100_000)
+    r = featviz.Renderer(tiny_model, size=32, steps=2)
+    with pytest.raises(render_module.ChunkTooLargeError, match=r"use --chunk \d+"):
+        r([obj.channel("conv1", c) for c in range(8)], featviz.channel_keys(0, range(8)))
