@@ -7,9 +7,9 @@ Example:
     True
 """
 from . import objectives, param, transforms
-from .models import Model, from_linen, load_model
+from .models import Model, from_linen, from_nnx, load_model
 from .render import Renderer, RenderResult, channel_keys, render
 
-__all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_linen", "load_model",
-           "objectives", "param", "render", "transforms"]
+__all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_linen", "from_nnx",
+           "load_model", "objectives", "param", "render", "transforms"]
 __version__ = "0.1.0"

@@ -203,3 +203,22 @@ def test_too_large_chunk_is_refused_with_a_suggestion(tiny_model, monkeypatch):
     r = featviz.Renderer(tiny_model, size=32, steps=2)
     with pytest.raises(render_module.ChunkTooLargeError, match=r"use --chunk \d+"):
         r([obj.channel("conv1", c) for c in range(8)], featviz.channel_keys(0, range(8)))
+
+
+def test_nnx_module_renders():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(3, 8, (3, 3), strides=2, rngs=rngs)
+            self.conv2 = nnx.Conv(8, 8, (3, 3), rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.conv1(x))
+            self.sow(nnx.Intermediate, "relu1", x)
+            return self.conv2(x).mean((1, 2))
+
+    model = featviz.from_nnx(Net(nnx.Rngs(0)), ["relu1", "conv2"], image_size=32)
+    out = featviz.Renderer(model, size=32, steps=32, transforms=[])(
+        [obj.channel("conv2", c) for c in range(3)], featviz.channel_keys(0, range(3)))
+    assert (out.trace[:, -1] > out.trace[:, 0]).all()

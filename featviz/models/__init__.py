@@ -7,7 +7,7 @@ Example:
 """
 from __future__ import annotations
 
-from .base import Model, UnknownLayerError, from_linen
+from .base import Model, UnknownLayerError, from_linen, from_nnx
 from .efficientnet_lite import load_efficientnet_lite
 from .torch_weights import WeightsFileError
 
@@ -26,5 +26,5 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
     return ZOO[name](weights)
 
 
-__all__ = ["Model", "from_linen", "load_model", "UnknownLayerError", "UnknownModelError",
-           "WeightsFileError", "ZOO"]
+__all__ = ["Model", "from_linen", "from_nnx", "load_model", "UnknownLayerError",
+           "UnknownModelError", "WeightsFileError", "ZOO"]

@@ -109,3 +109,46 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
 
     return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
                  preprocess=preprocess, image_size=image_size, class_names=class_names)
+
+
+def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
+             preprocess: Callable = _identity, image_size: int = 224,
+             class_names: Sequence[str] | None = None) -> Model:
+    """Adapt a ``flax.nnx`` module: expose values it stores with
+    ``self.sow(nnx.Intermediate, name, x)`` and the outputs of submodules (by attribute path
+    joined with ``/``, e.g. ``"conv1"``). Its ``nnx.Param`` variables become ``Model.params``.
+
+    Example:
+        >>> from flax import nnx
+        >>> class Net(nnx.Module):
+        ...     def __init__(self, rngs):
+        ...         self.conv1 = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        ...     def __call__(self, x):
+        ...         x = nnx.relu(self.conv1(x))
+        ...         self.sow(nnx.Intermediate, "relu1", x)
+        ...         return x.mean((1, 2))
+        >>> model = from_nnx(Net(nnx.Rngs(0)), layers=["conv1", "relu1"], image_size=16)
+        >>> model.layer_shapes(16)
+        {'conv1': (16, 16, 4), 'relu1': (16, 16, 4)}
+    """
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    wanted = tuple(layers)
+
+    def apply(p, x):
+        net = nnx.merge(graphdef, p, rest)
+        _, captured = nnx.capture(net, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+        found = {}
+        for path, variable in nnx.to_flat_state(captured):
+            value = variable.get_value() if hasattr(variable, "get_value") else variable.value
+            found[_layer_name(tuple(str(k) for k in path))] = value[-1]
+        missing = set(wanted) - set(found)
+        if missing:
+            raise UnknownLayerError(f"the module never produced layer(s) {sorted(missing)}; "
+                                    "name a submodule attribute or a value sown as nnx.Intermediate")
+        return {k: found[k] for k in wanted}
+
+    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
+                 preprocess=preprocess, image_size=image_size, class_names=class_names)
+
