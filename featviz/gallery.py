@@ -59,7 +59,8 @@ def _page(title: str, body: str, nav: Sequence[tuple[str, str]] = ()) -> str:
 
 def _img(src: str, width: int, alt: str, pixel: bool = False) -> str:
     cls = ' class="pixel"' if pixel else ""
-    return f'<img src="{quote(src)}" width="{width}" height="{width}" alt="{html.escape(alt)}"{cls}>'
+    return (f'<img src="{quote(src)}" width="{width}" height="{width}" '
+            f'alt="{html.escape(alt)}"{cls}>')
 
 
 def _slug(layer: str) -> str:
@@ -107,14 +108,34 @@ def _load_json(path: Path, settings: dict) -> dict:
     return saved if saved.get("settings") == settings else {}
 
 
+def _save_channel(model: Model, layer: str, c: int, examples, field, sources: dict,
+                  out_dir: Path) -> list[dict]:
+    """Write one channel's patches and their projections (cut to the same window); its rows."""
+    args = (np.stack([sources[e.image] for e in examples]), model.params, c,
+            np.array([e.y for e in examples]), np.array([e.x for e in examples]))
+    grads = {rule: np.asarray(_unit_projection_fn(model, layer, rule)(*args))
+             for rule in PROJECTIONS}
+    rows = []
+    for i, e in enumerate(examples):
+        top, left = field.offset + e.y * field.stride, field.offset + e.x * field.stride
+        row = {"value": e.value, "image": Path(e.image).name, "y": e.y, "x": e.x,
+               "patch": f"patches/{c}_{i}.png"}
+        save_png(e.patch, out_dir / row["patch"])
+        for rule in PROJECTIONS:
+            row[rule] = f"patches/{c}_{i}_{rule}.png"
+            save_png(crop(gradient_image(grads[rule][i]) / 255.0, top, left, field.size),
+                     out_dir / row[rule])
+        rows.append(row)
+    return rows
+
+
 def layer_patches(model: Model, layer: str, channels: Sequence[int], photos: Photos, out_dir,
                   *, source: str = "", k: int = 9, image_size: int = 224,
                   progress: bool = True) -> dict:
-    """Save each channel's top-``k`` patches and their deconvnet and guided-backprop
-    projections as PNGs under
-    ``out_dir`` and return ``patches.json``'s contents; channels already done with the same
-    settings (``source`` names the photos) are kept, the others found in one pass over
-    ``photos()``."""
+    """Save each channel's top-``k`` patches, with their deconvnet and guided-backprop
+    projections, as PNGs under ``out_dir`` and return ``patches.json``'s contents. Channels
+    already done with the same settings (``source`` names the photos) are kept; the others
+    are found in one pass over ``photos()``."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -124,31 +145,16 @@ def layer_patches(model: Model, layer: str, channels: Sequence[int], photos: Pho
     done = {c for c, rows in doc["channels"].items()
             if all((out_dir / r[f]).exists() for r in rows for f in ("patch",) + PROJECTIONS)}
     todo = [c for c in channels if str(c) not in done]
-    if todo:
-        found = top_patches(model, photos(), layer, todo, k=k, size=image_size)
-        doc["receptive_field"], doc["images"] = found.field.size, found.n_images
-        needed = {e.image for examples in found.examples.values() for e in examples}
-        sources = {name: square_resize(im, image_size) for name, im in photos() if name in needed}
-        f = found.field
-        for c in tqdm(todo, desc=f"{layer} patches", unit="ch", disable=not progress, leave=False):
-            examples = found.examples[c]
-            args = (np.stack([sources[e.image] for e in examples]), model.params, c,
-                    np.array([e.y for e in examples]), np.array([e.x for e in examples]))
-            grads = {rule: np.asarray(_unit_projection_fn(model, layer, rule)(*args))
-                     for rule in PROJECTIONS}
-            rows = []
-            for i, e in enumerate(examples):
-                top, left = f.offset + e.y * f.stride, f.offset + e.x * f.stride
-                row = {"value": e.value, "image": Path(e.image).name, "y": e.y, "x": e.x,
-                       "patch": f"patches/{c}_{i}.png"}
-                save_png(e.patch, out_dir / row["patch"])
-                for rule in PROJECTIONS:
-                    row[rule] = f"patches/{c}_{i}_{rule}.png"
-                    save_png(crop(gradient_image(grads[rule][i]) / 255.0, top, left, f.size),
-                             out_dir / row[rule])
-                rows.append(row)
-            doc["channels"][str(c)] = rows
-            write_text_atomic(json.dumps(doc, indent=1), out_dir / "patches.json")
+    if not todo:
+        return doc
+    found = top_patches(model, photos(), layer, todo, k=k, size=image_size)
+    doc["receptive_field"], doc["images"] = found.field.size, found.n_images
+    needed = {e.image for examples in found.examples.values() for e in examples}
+    sources = {name: square_resize(im, image_size) for name, im in photos() if name in needed}
+    for c in tqdm(todo, desc=f"{layer} patches", unit="ch", disable=not progress, leave=False):
+        doc["channels"][str(c)] = _save_channel(model, layer, c, found.examples[c], found.field,
+                                                sources, out_dir)
+        write_text_atomic(json.dumps(doc, indent=1), out_dir / "patches.json")
     return doc
 
 
@@ -179,8 +185,9 @@ def _channel_page(layer: str, c: int, channels: Sequence[int], render: dict, pat
 
 
 def _atlas_page(layer: str, renders: dict, channels: Sequence[int]) -> str:
-    thumbs = "".join(f'<figure><a href="{c}.html">{_img("renders/" + renders[c]["png"], 128, f"channel {c}")}'
-                     f"</a><figcaption>channel {c}</figcaption></figure>" for c in channels)
+    thumbs = "".join(f'<figure><a href="{c}.html">'
+                     f'{_img("renders/" + renders[c]["png"], 128, f"channel {c}")}</a>'
+                     f"<figcaption>channel {c}</figcaption></figure>" for c in channels)
     return _page(f"{layer} atlas", f'<div class="grid">{thumbs}</div>',
                  [("../index.html", "all layers")])
 

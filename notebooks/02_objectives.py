@@ -28,7 +28,6 @@ import optax
 
 import featviz
 from featviz import objectives as obj, param, transforms
-from featviz.image import make_grid
 
 FEATVIZ_FAST = os.environ.get("FEATVIZ_FAST", "1") == "1"
 STEPS, SIZE = (32, 64) if FEATVIZ_FAST else (512, 128)
@@ -103,7 +102,8 @@ show(np.concatenate([plain.images, diverse.images]),
 
 # %%
 variants = {f"{'Fourier' if fft else 'pixels'}, {'decorrelated' if dec else 'RGB'}":
-            param.image(SIZE, fft=fft, decorrelate=dec) for fft in (False, True) for dec in (False, True)}
+            param.image(SIZE, fft=fft, decorrelate=dec)
+            for fft in (False, True) for dec in (False, True)}
 key = featviz.channel_keys(seed=0, indices=[3])
 images, finals = [], []
 for p in variants.values():
