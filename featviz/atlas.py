@@ -27,7 +27,7 @@ from . import distributed
 from . import objectives as obj
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
-from .render import Renderer, channel_keys
+from .render import Renderer, channel_keys, free_memory_bytes
 
 
 class ChannelRangeError(ValueError):
@@ -73,6 +73,24 @@ def check_size(model: Model, layer: str, size: int) -> None:
                         f"use --size {minimum} or more")
 
 
+CPU_CHUNK = 8  # fastest image-steps per second on XLA:CPU (benchmarks/RESULTS.md)
+
+
+def auto_chunk_size(renderer: Renderer, layer: str) -> int:
+    """Channels per chunk: on CPUs the cache-friendly ``CPU_CHUNK``; on accelerators as many as
+    fit in 80% of the free device memory (from the compiled one-image program's footprint),
+    rounded down to a multiple of the devices."""
+    devices = renderer.devices
+    if devices[0].platform == "cpu":
+        return CPU_CHUNK * len(devices)
+    one = renderer._program.lower(renderer.model.params, obj.stack([obj.channel(layer, 0)]),
+                                  channel_keys(0, [0])).compile().memory_analysis()
+    per_image = one.temp_size_in_bytes + one.output_size_in_bytes + one.argument_size_in_bytes
+    fits = int(0.8 * min(free_memory_bytes(d) for d in devices) / max(per_image, 1))
+    n = len(devices)
+    return max(n, min(fits, 4096) // n * n)
+
+
 @dataclass
 class LayerRender:
     layer: str
@@ -106,14 +124,16 @@ def _load_records(out_dir: Path, layer: str, settings: dict) -> dict:
 
 
 def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, *,
-                    steps: int = 512, size: int = 128, seed: int = 0, chunk_size: int = 32,
+                    steps: int = 512, size: int = 128, seed: int = 0,
+                    chunk_size: int | None = None,
                     lr: float = 0.05, devices=None, progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
     (per channel, the final image's objective: the channel's mean activation, untransformed).
 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
-    ``devices`` shards each chunk over those devices; in a run of several processes each
-    renders its share of the channels and process 0 merges the records.
+    ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
+    shards each chunk over those devices; in a run of several processes each renders its share
+    of the channels and process 0 merges the records.
     """
     import optax
     from tqdm import tqdm
@@ -127,8 +147,8 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
     todo = distributed.share([c for c in channels if c not in result.records])
-    chunk = max(1, min(chunk_size, len(todo) or 1))
     renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr), devices=devices)
+    chunk = max(1, min(chunk_size or auto_chunk_size(renderer, layer), len(todo) or 1))
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="ch", desc=layer, disable=not progress, leave=False) as bar:
         for i in range(0, len(todo), chunk):

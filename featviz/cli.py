@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=128, help="image side in pixels")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
-        p.add_argument("--chunk", type=int, default=32, help="channels rendered at once")
+        p.add_argument("--chunk", type=int, default=None,
+                       help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
         p.add_argument("--distributed", metavar="HOST:PORT|auto",

@@ -68,6 +68,11 @@ class Renderer:
         self._program = jax.jit(self._run)
         self._executables: dict = {}
 
+    @property
+    def devices(self) -> list:
+        """The devices a batch runs on."""
+        return self.mesh.devices.ravel().tolist() if self.mesh is not None else [jax.devices()[0]]
+
     def _objective_values(self, model_params, objectives, images, transformed):
         acts = self.model.apply(model_params, self.model.preprocess(transformed))
         values = jax.vmap(lambda o, a, img: o(a, img))(objectives, acts, images)
@@ -137,8 +142,7 @@ class Renderer:
         cache_key = (form, tuple((a.shape, str(a.dtype)) for a in leaves), keys.shape)
         if cache_key not in self._executables:
             compiled = self._program.lower(params, objectives, keys).compile()
-            check_memory(compiled, keys.shape[0], self.mesh.devices.ravel().tolist()
-                         if self.mesh is not None else [jax.devices()[0]])
+            check_memory(compiled, keys.shape[0], self.devices)
             self._executables[cache_key] = compiled
         return self._executables[cache_key]
 
