@@ -21,7 +21,7 @@ from . import attribution as attr
 from .activations import activation_grid, layer_maps
 from .atlas import parse_channels
 from .dataset import DatasetError, iter_images, patch_grid, sample_photos, top_patches
-from .image import load_image, save_png, to_uint8, write_text_atomic
+from .image import load_image, save_npy, save_png, to_uint8, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
 
 USER_ERRORS = (attr.ClassIndexError, DatasetError)
@@ -40,8 +40,7 @@ def _write(args, picture, array) -> None:
     save_png(picture, args.out)
     extra = ""
     if args.save_array:
-        Path(args.save_array).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_array, np.asarray(array))
+        save_npy(array, args.save_array)
         extra = f" and {args.save_array} {tuple(np.shape(array))}"
     print(f"wrote {args.out}{extra}")
 

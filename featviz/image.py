@@ -88,6 +88,12 @@ def save_png(array, path) -> Path:
     return _write_atomic(path, lambda f: pixels.save(f, format="PNG"), "wb")
 
 
+def save_npy(array, path) -> Path:
+    """Write a numpy array (``.npy``) atomically (temp file, then rename)."""
+    array = np.asarray(array)
+    return _write_atomic(path, lambda f: np.save(f, array), "wb")
+
+
 def write_text_atomic(text: str, path) -> Path:
     """Write a text file atomically (temp file, then rename)."""
     return _write_atomic(path, lambda f: f.write(text), "w")
