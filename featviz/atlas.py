@@ -126,13 +126,15 @@ def _load_records(out_dir: Path, layer: str, settings: dict) -> dict:
 def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, *,
                     steps: int = 512, size: int = 128, seed: int = 0,
                     chunk_size: int | None = None,
-                    lr: float = 0.05, devices=None, progress: bool = True) -> LayerRender:
+                    lr: float = 0.05, devices=None, precision: str = "float32",
+                    progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
     (per channel, the final image's objective: the channel's mean activation, untransformed).
 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
     ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
-    shards each chunk over those devices; in a run of several processes each renders its share
+    shards each chunk over those devices; ``precision="bfloat16"`` runs the network in bfloat16
+    (image parameters stay float32); in a run of several processes each renders its share
     of the channels and process 0 merges the records.
     """
     import optax
@@ -144,10 +146,12 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
         raise ChannelRangeError(f"channel out of range; layer {layer} has channels 0-{n - 1}")
     check_size(model, layer, size)
     out_dir = Path(out_dir)
-    settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr}
+    settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr,
+                "precision": precision}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
     todo = distributed.share([c for c in channels if c not in result.records])
-    renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr), devices=devices)
+    renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr), devices=devices,
+                        compute_dtype=precision)
     chunk = max(1, min(chunk_size or auto_chunk_size(renderer, layer), len(todo) or 1))
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="ch", desc=layer, disable=not progress, leave=False) as bar:

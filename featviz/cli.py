@@ -81,7 +81,8 @@ def _devices(spec: str | None):
 
 def _render_settings(args):
     return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
-                lr=args.lr, devices=_devices(args.devices), progress=not args.quiet)
+                lr=args.lr, devices=_devices(args.devices), precision=args.precision,
+                progress=not args.quiet)
 
 
 def cmd_render(args):
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chunk", type=int, default=None,
                        help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                       help="the network's compute precision (image parameters stay float32)")
         p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
         p.add_argument("--distributed", metavar="HOST:PORT|auto",
                        help="join a multi-process run through jax.distributed")

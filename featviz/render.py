@@ -51,14 +51,18 @@ class Renderer:
     Defaults are Lucid's: 128 px, 512 steps, Adam(0.05), Fourier + decorrelated colour +
     sigmoid, pad/jitter/scale/rotate/jitter. With ``devices`` (e.g. ``jax.devices()``), each
     batch is sharded over a 1-D mesh of those devices; the images do not depend on how many.
+    ``compute_dtype=jnp.bfloat16`` runs the network in bfloat16 (weights and activations) while
+    the image parameters, optimizer and objectives stay float32.
     """
 
     def __init__(self, model: Model, *, size: int = 128, steps: int = 512,
                  param: Parameterization | None = None,
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
-                 batch_objective=None, devices: Sequence | None = None):
+                 batch_objective=None, devices: Sequence | None = None,
+                 compute_dtype=jnp.float32):
         self.model, self.size, self.steps = model, size, steps
+        self.compute_dtype = jnp.dtype(compute_dtype)
         self.mesh = Mesh(np.asarray(devices), ("batch",)) if devices else None
         self.param = param or image(size)
         self.transform = compose(standard_transforms() if transforms is None else transforms)
@@ -74,7 +78,9 @@ class Renderer:
         return self.mesh.devices.ravel().tolist() if self.mesh is not None else [jax.devices()[0]]
 
     def _objective_values(self, model_params, objectives, images, transformed):
-        acts = self.model.apply(model_params, self.model.preprocess(transformed))
+        x = self.model.preprocess(transformed).astype(self.compute_dtype)
+        acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32),
+                                      self.model.apply(model_params, x))
         values = jax.vmap(lambda o, a, img: o(a, img))(objectives, acts, images)
         return values, acts
 
@@ -125,6 +131,10 @@ class Renderer:
 
     def _render_stacked(self, objectives, keys) -> RenderResult:
         n, params = keys.shape[0], self.model.params
+        if self.compute_dtype != jnp.float32:
+            params = jax.tree_util.tree_map(
+                lambda a: a.astype(self.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                else a, params)
         if self.mesh is not None:  # pad the batch to a multiple of the devices, then shard it
             extra = -n % self.mesh.size
             objectives, keys = jax.tree_util.tree_map(

@@ -222,3 +222,13 @@ def test_nnx_module_renders():
     out = featviz.Renderer(model, size=32, steps=32, transforms=[])(
         [obj.channel("conv2", c) for c in range(3)], featviz.channel_keys(0, range(3)))
     assert (out.trace[:, -1] > out.trace[:, 0]).all()
+
+
+def test_bfloat16_compute_keeps_float32_images_and_rises(tiny_model):
+    r32 = featviz.Renderer(tiny_model, size=32, steps=32, transforms=[])
+    r16 = featviz.Renderer(tiny_model, size=32, steps=32, transforms=[], compute_dtype=jnp.bfloat16)
+    objs, keys = [obj.channel("conv1", c) for c in range(3)], featviz.channel_keys(0, range(3))
+    full, half = r32(objs, keys), r16(objs, keys)
+    assert half.images.dtype == np.float32 and half.trace.dtype == np.float32
+    assert (half.trace[:, -1] > half.trace[:, 0] + 0.1).all()
+    np.testing.assert_allclose(half.final, full.final, rtol=0.1, atol=0.05)
