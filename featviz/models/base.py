@@ -77,6 +77,14 @@ class Model:
         return self.layer_shapes(size or self.image_size)[self.check_layer(layer)][-1]
 
 
+def _pick(found: dict, wanted: tuple, hint: str) -> dict:
+    """The wanted layers from what the module produced, in order; a clear error for the rest."""
+    missing = set(wanted) - set(found)
+    if missing:
+        raise UnknownLayerError(f"the module never produced layer(s) {sorted(missing)}; name {hint}")
+    return {k: found[k] for k in wanted}
+
+
 def _layer_name(path: tuple) -> str:
     parts = [p for p in path if p != "__call__"]
     return "/".join(parts)
@@ -92,20 +100,15 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
     ``self.sow("intermediates", name, x)``.
     """
     wanted = tuple(layers)
-    wanted_set = set(wanted)
 
     def capture(mdl, method_name):
-        return method_name == "__call__" and "/".join(mdl.path) in wanted_set
+        return method_name == "__call__" and "/".join(mdl.path) in wanted
 
     def apply(p, x):
         _, state = module.apply(p, x, capture_intermediates=capture, mutable=["intermediates"])
         flat = traverse_util.flatten_dict(state.get("intermediates", {}))
         found = {_layer_name(path): value[-1] for path, value in flat.items()}
-        missing = wanted_set - set(found)
-        if missing:
-            raise UnknownLayerError(f"the module never produced layer(s) {sorted(missing)}; "
-                                    "name a submodule path or a value sown into 'intermediates'")
-        return {k: found[k] for k in wanted}
+        return _pick(found, wanted, "a submodule path or a value sown into 'intermediates'")
 
     return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
                  preprocess=preprocess, image_size=image_size, class_names=class_names)
@@ -143,11 +146,7 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
         for path, variable in nnx.to_flat_state(captured):
             value = variable.get_value() if hasattr(variable, "get_value") else variable.value
             found[_layer_name(tuple(str(k) for k in path))] = value[-1]
-        missing = set(wanted) - set(found)
-        if missing:
-            raise UnknownLayerError(f"the module never produced layer(s) {sorted(missing)}; "
-                                    "name a submodule attribute or a value sown as nnx.Intermediate")
-        return {k: found[k] for k in wanted}
+        return _pick(found, wanted, "a submodule attribute or a value sown as nnx.Intermediate")
 
     return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
                  preprocess=preprocess, image_size=image_size, class_names=class_names)
