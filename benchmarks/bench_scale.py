@@ -55,7 +55,7 @@ def step_flops(model, layer, size, batch):
     objs = obj.stack([obj.channel(layer, c % model.channels(layer)) for c in range(batch)])
     keys = featviz.channel_keys(0, range(batch))
     renderer = featviz.Renderer(model, size=size, steps=1)
-    program = flops(renderer._program.lower(model.params, objs, keys).compile())
+    program = flops(renderer.compiled(objs, keys))
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     forward = flops(jax.jit(model.activations).lower(images).compile())
     return program - forward
@@ -75,7 +75,7 @@ def measure(model, layer, size, steps, batch, devices):
         renderer(objs, keys)
         times.append(time.perf_counter() - t0)
     seconds = statistics.median(times)
-    memory = next(iter(renderer._executables.values())).memory_analysis()
+    memory = renderer.compiled(objs, keys).memory_analysis()
     return {"channels": batch, "compile_and_first_run_s": round(first, 3), "run_s": round(seconds, 3),
             "image_steps_per_s": batch * steps / seconds,
             "program_memory_bytes": memory.temp_size_in_bytes + memory.argument_size_in_bytes

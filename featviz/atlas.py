@@ -83,8 +83,9 @@ def auto_chunk_size(renderer: Renderer, layer: str) -> int:
     devices = renderer.devices
     if devices[0].platform == "cpu":
         return CPU_CHUNK * len(devices)
-    one = renderer._program.lower(renderer.model.params, obj.stack([obj.channel(layer, 0)]),
-                                  channel_keys(0, [0])).compile().memory_analysis()
+    probe = Renderer(renderer.model, size=renderer.size, steps=renderer.steps,
+                     compute_dtype=renderer.compute_dtype)  # one image on one device
+    one = probe.compiled([obj.channel(layer, 0)], channel_keys(0, [0])).memory_analysis()
     per_image = one.temp_size_in_bytes + one.output_size_in_bytes + one.argument_size_in_bytes
     fits = int(0.8 * min(free_memory_bytes(d) for d in devices) / max(per_image, 1))
     n = len(devices)

@@ -71,6 +71,17 @@ class Renderer:
         self.traces = 0  # how many times the program was traced (i.e. compiled)
         self._program = jax.jit(self._run)
         self._executables: dict = {}
+        self._params = self._network_params()
+
+    def _network_params(self):
+        """The model's parameters in the compute precision, replicated over the mesh: prepared
+        once, not per batch."""
+        params = jax.tree_util.tree_map(
+            lambda a: a.astype(self.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+            self.model.params)
+        if self.mesh is not None:
+            params = jax.device_put(params, NamedSharding(self.mesh, P()))
+        return params
 
     @property
     def devices(self) -> list:
@@ -130,20 +141,21 @@ class Renderer:
                               for f in ("images", "trace", "final")))
 
     def _render_stacked(self, objectives, keys) -> RenderResult:
-        n, params = keys.shape[0], self.model.params
-        if self.compute_dtype != jnp.float32:
-            params = jax.tree_util.tree_map(
-                lambda a: a.astype(self.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating)
-                else a, params)
+        n, params = keys.shape[0], self._params
         if self.mesh is not None:  # pad the batch to a multiple of the devices, then shard it
             extra = -n % self.mesh.size
             objectives, keys = jax.tree_util.tree_map(
                 lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), (objectives, keys))
             objectives, keys = jax.device_put((objectives, keys), NamedSharding(self.mesh, P("batch")))
-            params = jax.device_put(params, NamedSharding(self.mesh, P()))
         images, trace, final = self._executable(params, objectives, keys)(params, objectives, keys)
         return RenderResult(np.asarray(images)[:n], np.asarray(trace)[:n], np.asarray(final)[:n])
 
+    def compiled(self, objectives, keys):
+        """The compiled program for this batch of objectives (compiled once, then cached): its
+        ``memory_analysis()`` and ``cost_analysis()`` tell what a batch costs."""
+        if isinstance(objectives, (list, tuple)):
+            objectives = objectives_lib.stack(objectives)
+        return self._executable(self._params, objectives, keys)
 
     def _executable(self, params, objectives, keys):
         """The compiled program for this batch's form and shapes, compiled once and checked to

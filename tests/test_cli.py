@@ -108,3 +108,23 @@ def test_other_copy_of_weights(tmp_path, capsys):
     copy = tmp_path / "copy.pth"
     copy.write_bytes(open(default_weights_path(), "rb").read())
     assert main(["layers", "--weights", str(copy)]) == 0
+
+
+def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
+    """The accelerator branch, exercised on the CPU: a device that reports 1 GiB free gets the
+    number of images whose compiled footprint fits in 80% of it."""
+    import importlib
+    import types
+
+    import featviz.atlas as atlas
+
+    renderer = Renderer(lite0, size=64, steps=2)
+    gpu = types.SimpleNamespace(platform="gpu")
+    monkeypatch.setattr(Renderer, "devices", property(lambda self: [gpu]))
+    for module in (atlas, importlib.import_module("featviz.render")):
+        monkeypatch.setattr(module, "free_memory_bytes", lambda device: 2 ** 30)
+    chunk = atlas.auto_chunk_size(renderer, "blocks_8")
+    one = renderer.compiled([atlas.obj.channel("blocks_8", 0)],
+                            atlas.channel_keys(0, [0])).memory_analysis()
+    per_image = one.temp_size_in_bytes + one.output_size_in_bytes + one.argument_size_in_bytes
+    assert chunk == int(0.8 * 2 ** 30 / per_image) and chunk >= 1
