@@ -85,7 +85,21 @@ def _render_settings(args):
                 progress=not args.quiet)
 
 
+def _writable_dir(folder) -> Path:
+    """Create ``folder`` if needed and check that files can be written there, before any work."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise UsageError(f"cannot write to {folder} ({err.strerror}); choose another --out") from None
+    return folder
+
+
 def cmd_render(args):
+    _writable_dir(args.out)
     model = _model(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
     result = render_channels(model, args.layer, channels, args.out, **_render_settings(args))
@@ -96,10 +110,11 @@ def cmd_render(args):
 def cmd_atlas(args):
     import jax
 
-    model = _model(args)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
+    _writable_dir(out.parent)
+    model = _model(args)
     layers = list(model.layers) if args.layer == "all" else [model.check_layer(args.layer)]
     settings = _render_settings(args)
     for layer in layers:
@@ -199,6 +214,10 @@ def main(argv=None) -> int:
         args.func(args)
     except USER_ERRORS + (UsageError,) as err:
         print(f"featviz: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file system refusal met mid-way (disk full, permissions)
+        print(f"featviz: error: cannot write {err.filename or 'a file'} ({err.strerror}); "
+              "check the output path and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("featviz: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)

@@ -128,3 +128,12 @@ def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
                             atlas.channel_keys(0, [0])).memory_analysis()
     per_image = one.temp_size_in_bytes + one.output_size_in_bytes + one.argument_size_in_bytes
     assert chunk == int(0.8 * 2 ** 30 / per_image) and chunk >= 1
+
+
+def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for argv in (["render", "--layer", "blocks_3", "--channels", "0", "--out", str(blocker / "sub")],
+                 ["atlas", "--layer", "blocks_3", "--channels", "0", "--out", str(blocker / "a.png")]):
+        assert main(argv + FAST) == 2
+        assert "cannot write to" in _error_line(capsys)
