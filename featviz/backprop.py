@@ -23,6 +23,11 @@ Rules, for an incoming gradient ``g`` at a rectifier with input ``x`` and linear
   support, only the negative part is removed.
 * ``"deconvnet"``: ``g`` where ``g > 0``, whatever ``x`` was.
 * ``"linear"``: ``g`` everywhere (rectifiers back-propagate as the identity).
+* ``"redirected"`` (Lucid's redirected ReLU gradient, for feature visualization): the plain
+  gradient, except for an example (index along axis 0) whose plain gradient at this rectifier
+  is zero everywhere: there ``g`` passes wherever it would not push an input further outside
+  (lo, hi), so a unit that starts dead can still be brought to life. The gradient ``g`` is that
+  of a loss to minimize.
 * ``None``: ordinary autodiff.
 
 Example:
@@ -41,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal, Var
 
-RULES = ("guided", "deconvnet", "linear")
+RULES = ("guided", "deconvnet", "linear", "redirected")
 _INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
             "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr"}
 
@@ -55,8 +60,18 @@ def _rectify_fwd(rule, x, lo, hi):
     return jnp.clip(x, lo, hi), (x, lo, hi)
 
 
+def _redirected(g, x, lo, hi):
+    plain = jnp.where((x > lo) & (x < hi), g, 0)
+    outward = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))  # descent would push further out
+    redirected = jnp.where(outward, 0, g)
+    alive = jnp.any(plain != 0, axis=tuple(range(1, g.ndim)), keepdims=True)
+    return jnp.where(alive, plain, redirected)
+
+
 def _rectify_bwd(rule, residuals, g):
     x, lo, hi = residuals
+    if rule == "redirected":
+        return _redirected(g, x, lo, hi).astype(g.dtype), jnp.zeros_like(lo), jnp.zeros_like(hi)
     keep = jnp.ones_like(g, bool) if rule == "linear" else g > 0
     if rule == "guided":
         keep &= (x > lo) & (x < hi)

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from . import backprop
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
@@ -52,7 +53,10 @@ class Renderer:
     sigmoid, pad/jitter/scale/rotate/jitter. With ``devices`` (e.g. ``jax.devices()``), each
     batch is sharded over a 1-D mesh of those devices; the images do not depend on how many.
     ``compute_dtype=jnp.bfloat16`` runs the network in bfloat16 (weights and activations) while
-    the image parameters, optimizer and objectives stay float32.
+    the image parameters, optimizer and objectives stay float32. During the first
+    ``redirect_steps`` steps, a rectifier whose gradient is zero for an image passes Lucid's
+    redirected gradient instead (``featviz.backprop``), so that channels which start dead come
+    to life; later steps take the plain gradient, which is about twice as fast on a CPU.
     """
 
     def __init__(self, model: Model, *, size: int = 128, steps: int = 512,
@@ -60,9 +64,10 @@ class Renderer:
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
                  batch_objective=None, devices: Sequence | None = None,
-                 compute_dtype=jnp.float32):
+                 compute_dtype=jnp.float32, redirect_steps: int = 8):
         self.model, self.size, self.steps = model, size, steps
         self.compute_dtype = jnp.dtype(compute_dtype)
+        self.redirect_steps = redirect_steps
         self.mesh = Mesh(np.asarray(devices), ("batch",)) if devices else None
         self.param = param or image(size)
         self.transform = compose(standard_transforms() if transforms is None else transforms)
@@ -88,10 +93,13 @@ class Renderer:
         """The devices a batch runs on."""
         return self.mesh.devices.ravel().tolist() if self.mesh is not None else [jax.devices()[0]]
 
-    def _objective_values(self, model_params, objectives, images, transformed):
+    def _objective_values(self, model_params, objectives, images, transformed, redirect=False):
         x = self.model.preprocess(transformed).astype(self.compute_dtype)
-        acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32),
-                                      self.model.apply(model_params, x))
+        if redirect:
+            acts = backprop.evaluate(self.model.apply, model_params, x, rule="redirected")
+        else:
+            acts = self.model.apply(model_params, x)
+        acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), acts)
         values = jax.vmap(lambda o, a, img: o(a, img))(objectives, acts, images)
         return values, acts
 
@@ -101,10 +109,11 @@ class Renderer:
         params = jax.vmap(self.param.init)(init_keys)
         opt_state = jax.vmap(self.optimizer.init)(params)
 
-        def loss(p, keys_now):
+        def loss(p, keys_now, redirect):
             images = jax.vmap(self.param.to_image)(p)
             transformed = jax.vmap(self.transform)(keys_now, images)
-            values, acts = self._objective_values(model_params, objectives, images, transformed)
+            values, acts = self._objective_values(model_params, objectives, images, transformed,
+                                                  redirect)
             total = values.sum()
             if self.batch_objective is not None:
                 total = total + self.batch_objective(acts)
@@ -113,7 +122,13 @@ class Renderer:
         def step(carry, i):
             p, state = carry
             keys_now = jax.vmap(lambda k: jax.random.fold_in(k, i))(step_keys)
-            grads, values = jax.grad(loss, has_aux=True)(p, keys_now)
+            def gradient(redirect):
+                return lambda: jax.grad(loss, has_aux=True)(p, keys_now, redirect)
+
+            if self.redirect_steps:
+                grads, values = jax.lax.cond(i < self.redirect_steps, gradient(True), gradient(False))
+            else:
+                grads, values = gradient(False)()
             updates, state = jax.vmap(self.optimizer.update)(grads, state, p)
             return (optax.apply_updates(p, updates), state), values
 

@@ -232,3 +232,28 @@ def test_bfloat16_compute_keeps_float32_images_and_rises(tiny_model):
     assert half.images.dtype == np.float32 and half.trace.dtype == np.float32
     assert (half.trace[:, -1] > half.trace[:, 0] + 0.1).all()
     np.testing.assert_allclose(half.final, full.final, rtol=0.1, atol=0.05)
+
+
+def test_redirected_rule_passes_gradient_only_to_dead_examples():
+    from featviz import backprop
+
+    f = lambda x: jnp.sum(jax.nn.relu6(x) * jnp.array([1.0, -1.0]), axis=1)
+    x = jnp.array([[-1.0, -2.0],    # example 0: both units dead (plain gradient all zero)
+                   [3.0, -2.0]])    # example 1: unit 0 alive
+    loss = lambda x: -f(x).sum()    # the renderer minimizes minus the objective
+    plain = jax.grad(loss)(x)
+    redirected = jax.grad(lambda v: -backprop.evaluate(f, v, rule="redirected").sum())(x)
+    np.testing.assert_array_equal(plain, [[0, 0], [-1, 0]])
+    # dead example: unit 0 gets the gradient that raises it; unit 1's would push it lower: blocked
+    np.testing.assert_array_equal(redirected, [[-1, 0], [-1, 0]])
+
+
+def test_redirect_revives_dead_channels_that_can_fire(lite0):
+    """Stem channel 14 is 0 on the grey starting image but can fire; channel 11 cannot fire
+    for any image (its bias outweighs every input). Only the redirected start revives 14."""
+    keys = featviz.channel_keys(0, [14, 11])
+    objs = [obj.channel("stem", 14), obj.channel("stem", 11)]
+    plain = featviz.Renderer(lite0, size=64, steps=128, redirect_steps=0)(objs, keys)
+    redirected = featviz.Renderer(lite0, size=64, steps=128)(objs, keys)
+    assert plain.final[0] == 0 and plain.final[1] == 0
+    assert redirected.final[0] > 0.1 and redirected.final[1] == 0
