@@ -153,7 +153,8 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     todo = distributed.share([c for c in channels if c not in result.records])
     renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr), devices=devices,
                         compute_dtype=precision)
-    chunk = max(1, min(chunk_size or auto_chunk_size(renderer, layer), len(todo) or 1))
+    # sized only when there is work: on an accelerator, sizing compiles a probe program
+    chunk = max(1, min(chunk_size or auto_chunk_size(renderer, layer), len(todo))) if todo else 1
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="ch", desc=layer, disable=not progress, leave=False) as bar:
         for i in range(0, len(todo), chunk):
