@@ -1,7 +1,7 @@
 """Random image transforms as pure functions ``(key, image) -> image`` on ONE (H, W, 3) image.
 
 Each output shape depends only on the input shape, so a rendering loop never retraces.
-Scale and rotation resample around the centre onto the same canvas (bilinear).
+Scale and rotation resample around the centre onto the same canvas (bilinear, grey outside).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -11,12 +11,12 @@ Example:
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.ndimage import map_coordinates
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -50,17 +50,82 @@ def jitter(d: int) -> Transform:
     return apply
 
 
-def _warp(img, matrix):
-    """Resample ``img`` so that output pixel p takes input pixel centre + matrix @ (p - centre)."""
-    h, w, _ = img.shape
+def _source_coords(matrix, h: int, w: int):
+    """Where each pixel of an (h, w) canvas samples from: centre + matrix @ (pixel - centre)."""
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy,
                           jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij")
-    src_y = matrix[0, 0] * ys + matrix[0, 1] * xs + cy
-    src_x = matrix[1, 0] * ys + matrix[1, 1] * xs + cx
-    channels = [map_coordinates(img[..., c], [src_y, src_x], order=1, mode="nearest")
-                for c in range(img.shape[-1])]
-    return jnp.stack(channels, axis=-1)
+    return (matrix[0, 0] * ys + matrix[0, 1] * xs + cy,
+            matrix[1, 0] * ys + matrix[1, 1] * xs + cx)
+
+
+def _gather_pixels(img, ys, xs):
+    """``img[ys, xs]`` for integer-valued float coordinates, and whether each lies on the canvas."""
+    h, w, _ = img.shape
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    index = (jnp.clip(ys, 0, h - 1).astype(jnp.int32) * w
+             + jnp.clip(xs, 0, w - 1).astype(jnp.int32))
+    return jnp.asarray(img).reshape(h * w, -1).at[index].get(mode="promise_in_bounds"), inside
+
+
+def _bilinear(img, sy, sx, fill: float):
+    y0, x0 = jnp.floor(sy), jnp.floor(sx)
+    fy, fx = sy - y0, sx - x0
+    out, covered = 0.0, 0.0
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            pixels, inside = _gather_pixels(img, y0 + dy, x0 + dx)
+            weight = jnp.where(inside, wy * wx, 0.0)
+            out = out + weight[..., None] * pixels
+            covered = covered + weight
+    return out + fill * (1.0 - covered)[..., None]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _warp(img, matrix, reach: int, fill: float):
+    """Resample ``img`` so that output pixel p takes input pixel centre + matrix @ (p - centre)
+    (bilinear; samples off the canvas read ``fill``).
+
+    The gradient is the exact transpose, computed as a gather rather than autodiff's scatter
+    (several times faster on XLA:CPU): input pixel p receives from the output pixels within
+    ``reach`` of inverse(matrix) @ (p - centre), which covers all of them whenever
+    ``reach >= ceil(|inverse(matrix)|_inf + 0.5) - 1``.
+    """
+    return _bilinear(img, *_source_coords(matrix, *img.shape[:2]), fill)
+
+
+def _warp_fwd(img, matrix, reach, fill):
+    return _warp(img, matrix, reach, fill), matrix
+
+
+def _warp_bwd(reach, fill, matrix, g):
+    h, w, _ = g.shape
+    (a, b), (c, d) = matrix
+    inverse = jnp.array([[d, -b], [-c, a]]) / (a * d - b * c)
+    near_y, near_x = (jnp.round(t) for t in _source_coords(inverse, h, w))
+    py, px = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                          indexing="ij")
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    grad = 0.0
+    for oy in range(-reach, reach + 1):
+        for ox in range(-reach, reach + 1):
+            qy, qx = near_y + oy, near_x + ox
+            sy = a * (qy - cy) + b * (qx - cx) + cy
+            sx = c * (qy - cy) + d * (qx - cx) + cx
+            weight = (jnp.maximum(0.0, 1.0 - jnp.abs(sy - py))
+                      * jnp.maximum(0.0, 1.0 - jnp.abs(sx - px)))
+            values, inside = _gather_pixels(g, qy, qx)
+            grad = grad + jnp.where(inside, weight, 0.0)[..., None] * values
+    return grad, jnp.zeros_like(matrix)
+
+
+_warp.defvjp(_warp_fwd, _warp_bwd)
+
+
+def _reach(max_scale: float, radians) -> int:
+    """The ``_warp`` reach that covers zooms up to ``max_scale`` at any of these angles."""
+    norm = max_scale * float(np.max(np.abs(np.cos(radians)) + np.abs(np.sin(radians))))
+    return max(1, int(np.ceil(norm + 0.5)) - 1)
 
 
 def _rotation(radians):
@@ -72,25 +137,32 @@ def _choices(values, key):
     return jax.random.choice(key, jnp.asarray(values, jnp.float32))
 
 
-def random_scale(scales: Sequence[float]) -> Transform:
-    """Zoom about the centre by a factor drawn uniformly from ``scales``."""
-    return lambda key, img: _warp(img, jnp.eye(2) / _choices(scales, key))
+def random_scale(scales: Sequence[float], fill: float = 0.5) -> Transform:
+    """Zoom about the centre by a factor drawn uniformly from ``scales``; the canvas keeps its
+    size (zooming out brings in ``fill``)."""
+    reach = _reach(max(scales), np.zeros(1))
+    return lambda key, img: _warp(img, jnp.eye(2) / _choices(scales, key), reach, fill)
 
 
-def random_rotate(degrees: Sequence[float]) -> Transform:
-    """Rotate about the centre by an angle (degrees) drawn uniformly from ``degrees``."""
+def random_rotate(degrees: Sequence[float], fill: float = 0.5) -> Transform:
+    """Rotate about the centre by an angle (degrees) drawn uniformly from ``degrees``; corners
+    from off the canvas read ``fill``."""
     radians = np.deg2rad(np.asarray(degrees, np.float32))
-    return lambda key, img: _warp(img, _rotation(_choices(radians, key)))
+    reach = _reach(1.0, radians)
+    return lambda key, img: _warp(img, _rotation(_choices(radians, key)), reach, fill)
 
 
-def random_scale_rotate(scales: Sequence[float], degrees: Sequence[float]) -> Transform:
+def random_scale_rotate(scales: Sequence[float], degrees: Sequence[float],
+                        fill: float = 0.5) -> Transform:
     """``random_scale`` then ``random_rotate`` in a single resampling (one interpolation, not
     two: sharper and about half the cost)."""
     radians = np.deg2rad(np.asarray(degrees, np.float32))
+    reach = _reach(max(scales), radians)
 
     def apply(key, img):
         k_scale, k_rot = jax.random.split(key)
-        return _warp(img, _rotation(_choices(radians, k_rot)) / _choices(scales, k_scale))
+        return _warp(img, _rotation(_choices(radians, k_rot)) / _choices(scales, k_scale),
+                     reach, fill)
 
     return apply
 

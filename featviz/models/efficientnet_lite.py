@@ -120,6 +120,32 @@ def _depthwise_bwd(stride, residuals, g):
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
+def patch_conv(x, kernel, stride: int):
+    """TF-"SAME" convolution of NHWC ``x`` with an HWIO ``kernel``, as one matmul over the k*k
+    strided windows stacked along channels (im2col).
+
+    For a stem with 3 input channels, XLA:CPU's own convolution computes the input gradient
+    (a dilated convolution with 3 outputs) about 20x slower than this formulation's matmul.
+    """
+    k, _, c_in, c_out = kernel.shape
+    xp, oh, ow = _padded(x, k, stride)
+    patches = jnp.concatenate([t for row in _taps(xp, k, stride, oh, ow) for t in row], axis=-1)
+    return patches @ kernel.reshape(k * k * c_in, c_out)
+
+
+class PatchConv(nn.Module):
+    features: int
+    kernel_size: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return patch_conv(x, kernel, self.stride) + bias
+
+
 class DepthwiseConv(nn.Module):
     features: int
     kernel_size: int
@@ -157,7 +183,7 @@ class EfficientNetLite(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu6(nn.Conv(self.stem_features, (3, 3), strides=2, padding="SAME", name="stem_conv")(x))
+        x = nn.relu6(PatchConv(self.stem_features, 3, 2, name="stem_conv")(x))
         self.sow("intermediates", "stem", x)
         for i, spec in enumerate(self.blocks):
             x = MBConv(spec, name=f"mbconv_{i}")(x)
