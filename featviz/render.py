@@ -31,6 +31,11 @@ from .models.base import Model
 from .param import Parameterization, image
 from .transforms import Transform, compose, standard_transforms
 
+# XLA:CPU hands matmuls and convolutions to YNNPACK by default; for this program (small
+# matmuls and input gradients inside a scan) XLA's own kernels make a step 10-15% faster on
+# the CPUs measured (benchmarks/RESULTS.md).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
 
 @dataclass(frozen=True)
 class RenderResult:
@@ -74,7 +79,8 @@ class Renderer:
         self.optimizer = optimizer or optax.adam(0.05)
         self.batch_objective = batch_objective
         self.traces = 0  # how many times the program was traced (i.e. compiled)
-        self._program = jax.jit(self._run)
+        on_cpu = self.devices[0].platform == "cpu"
+        self._program = jax.jit(self._run, compiler_options=CPU_COMPILER_OPTIONS if on_cpu else None)
         self._executables: dict = {}
         self._params = self._network_params()
 

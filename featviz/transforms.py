@@ -43,11 +43,31 @@ def jitter(d: int) -> Transform:
     """Random crop that is ``d`` pixels smaller in each dimension (a random shift of 0..d)."""
 
     def apply(key, img):
-        h, w, c = img.shape
-        dy, dx = jax.random.randint(key, (2,), 0, d + 1)
-        return jax.lax.dynamic_slice(img, (dy, dx, 0), (h - d, w - d, c))
+        return _crop(img, jax.random.randint(key, (2,), 0, d + 1), d)
 
     return apply
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _crop(img, offset, d: int):
+    """``img`` less ``d`` rows and columns, starting at ``offset`` (dy, dx). Its gradient is a
+    crop of the padded cotangent: under ``vmap`` a gather, where autodiff's would be a scatter."""
+    h, w, c = img.shape
+    return jax.lax.dynamic_slice(img, (offset[0], offset[1], 0), (h - d, w - d, c))
+
+
+def _crop_fwd(img, offset, d):
+    return _crop(img, offset, d), offset
+
+
+def _crop_bwd(d, offset, g):
+    padded = jnp.pad(g, ((d, d), (d, d), (0, 0)))
+    h, w, c = g.shape
+    grad = jax.lax.dynamic_slice(padded, (d - offset[0], d - offset[1], 0), (h + d, w + d, c))
+    return grad, np.zeros(offset.shape, jax.dtypes.float0)
+
+
+_crop.defvjp(_crop_fwd, _crop_bwd)
 
 
 def _source_coords(matrix, h: int, w: int):

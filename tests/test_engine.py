@@ -129,6 +129,22 @@ def test_rotation_and_scale_match_numpy_bilinear():
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_jitter_gradient_equals_autodiff_of_the_crop():
+    img = jax.random.uniform(jax.random.key(0), (4, 20, 22, 3))
+    cotangent = jax.random.normal(jax.random.key(1), (4, 15, 17, 3))
+    keys = jax.random.split(jax.random.key(2), 4)
+
+    def plain_crop(key, x):
+        dy, dx = jax.random.randint(key, (2,), 0, 6)
+        return jax.lax.dynamic_slice(x, (dy, dx, 0), (15, 17, 3))
+
+    def grad(crop):
+        return jax.grad(lambda x: (jax.vmap(crop)(keys, x) * cotangent).sum())(img)
+
+    np.testing.assert_array_equal(jax.vmap(T.jitter(5))(keys, img), jax.vmap(plain_crop)(keys, img))
+    np.testing.assert_array_equal(grad(T.jitter(5)), grad(plain_crop))
+
+
 def test_warp_reads_fill_off_the_canvas():
     img = np.zeros((9, 9, 3), np.float32)
     out = np.asarray(T.random_scale([0.5], fill=0.25)(jax.random.key(0), img))
