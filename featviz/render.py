@@ -131,10 +131,10 @@ class Renderer:
             def gradient(redirect):
                 return lambda: jax.grad(loss, has_aux=True)(p, keys_now, redirect)
 
-            if self.redirect_steps:
+            if 0 < self.redirect_steps < self.steps:
                 grads, values = jax.lax.cond(i < self.redirect_steps, gradient(True), gradient(False))
-            else:
-                grads, values = gradient(False)()
+            else:  # one step body: half the compilation
+                grads, values = gradient(self.redirect_steps > 0)()
             updates, state = jax.vmap(self.optimizer.update)(grads, state, p)
             return (optax.apply_updates(p, updates), state), values
 

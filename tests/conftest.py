@@ -1,3 +1,5 @@
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,16 @@ class TinyCNN(nn.Module):
         x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
         self.sow("intermediates", "relu2", x)
         return nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for this test run (its processes included), empty at the start:
+    a program that several tests compile is compiled once, as for a user of the CLI."""
+    path = str(tmp_path_factory.mktemp("xla-cache"))
+    os.environ["FEATVIZ_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 @pytest.fixture(scope="session")

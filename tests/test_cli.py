@@ -1,5 +1,8 @@
 """The featviz command end to end on the embedded model: outputs, resumption, bad input."""
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -70,6 +73,33 @@ def test_atlas_is_resumable_and_never_half_written(tmp_path, monkeypatch, capsys
     assert atlas.shape[0] > 2 * 64 and atlas.std() > 10  # a grid of images, not a blank
     summary = json.loads(out.with_suffix(".json").read_text())
     assert sorted(summary["objective"], key=int) == [str(c) for c in range(6)]
+
+
+def test_atlas_of_every_layer_resumes_after_a_kill(tmp_path, lite0):
+    """``atlas --layer all`` in its own process, killed once the first layer's atlas is out;
+    the rerun renders only what is missing and ends with one atlas per layer."""
+    out = tmp_path / "net.png"
+    argv = [sys.executable, "-m", "featviz", "atlas", "--layer", "all", "--channels", "0",
+            "--steps", "2", "--size", "64", "--quiet", "--out", str(out)]
+    first = tmp_path / f"net_{lite0.layers[0]}.png"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    assert proc.wait() != 0 and first.exists(), proc.stderr.read().decode()[-2000:]
+    assert not list(tmp_path.rglob("*.tmp"))
+    done = {p: p.stat().st_mtime_ns for p in tmp_path.glob("net_*_channels/*.png")}
+    assert 0 < len(done) < len(lite0.layers)
+
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # finished layers were not redone
+    for layer in lite0.layers:
+        assert Image.open(tmp_path / f"net_{layer}_channels" / f"{layer}_0.png").size == (64, 64)
+        assert Image.open(tmp_path / f"net_{layer}.png").size[0] >= 64
+        summary = json.loads((tmp_path / f"net_{layer}.json").read_text())
+        assert summary["layer"] == layer and np.isfinite(summary["objective"]["0"])
 
 
 @pytest.mark.parametrize("argv, expected", [
