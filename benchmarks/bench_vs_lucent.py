@@ -7,6 +7,7 @@ any transform. Prints one JSON object.
 
     python benchmarks/bench_vs_lucent.py [--layer blocks_8] [--channels 8] [--steps 256]
         [--size 128] [--repeats 3] [--lucent-venv /tmp/lucent-peer] [--out /tmp/bench]
+        [--figure docs/vs_lucent.png]
 
 The peer is set up once with shared/peers/lucent/setup.sh (a PyTorch CPU environment).
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 import featviz
 from featviz import objectives as obj
-from featviz.image import load_image, save_png
+from featviz.image import load_image, make_grid, save_png
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "lucent" / "run.sh"
 
@@ -50,6 +51,15 @@ def activation_of_pngs(model, layer, channels, paths):
     return [float(means[i, c]) for i, c in enumerate(channels)]
 
 
+def side_by_side(out, layer, channels, activations, path):
+    """featviz's images above lucent's, each labeled with the activation it drives."""
+    tiles = [load_image(out / f"{prefix}_{layer}_{c}.png")
+             for prefix in ("featviz", "lucent_") for c in channels]
+    labels = [f"{name} {a:.1f}" for name in ("featviz", "lucent")
+              for a in activations[name]]
+    save_png(make_grid(np.stack(tiles), columns=len(channels), labels=labels), path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layer", default="blocks_8")
@@ -59,6 +69,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--lucent-venv", default="/tmp/lucent-peer")
     ap.add_argument("--out", default="/tmp/featviz-bench")
+    ap.add_argument("--figure", help="also write the side-by-side picture to this PNG")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,6 +106,8 @@ def main():
                        "ratio_median": statistics.median(ratios),
                        "ratio_min": min(ratios)},
     }
+    if args.figure:
+        side_by_side(out, args.layer, channels, report["activation"], args.figure)
     print(json.dumps(report, indent=1))
 
 
