@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,10 +32,23 @@ from .models.base import Model
 from .param import Parameterization, image
 from .transforms import Transform, compose, standard_transforms
 
-# XLA:CPU hands matmuls and convolutions to YNNPACK by default; for this program (small
-# matmuls and input gradients inside a scan) XLA's own kernels make a step 10-15% faster on
-# the CPUs measured (benchmarks/RESULTS.md).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
+# and input gradients inside a scan) XLA's own kernels make a step 10-15% faster on the CPUs
+# measured (benchmarks/RESULTS.md).
+_WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def compiler_options(device) -> dict:
+    """The XLA options featviz compiles its render program with on ``device``'s platform."""
+    if device.platform != "cpu":
+        return {}
+    probe = jax.jit(lambda x: x).lower(jax.device_put(np.zeros(1, np.float32), device))
+    try:
+        probe.compile(compiler_options=_WITHOUT_YNNPACK)
+    except Exception:  # an XLA that has no such option (older or newer than this one)
+        return {}
+    return _WITHOUT_YNNPACK
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,7 @@ class Renderer:
         self.optimizer = optimizer or optax.adam(0.05)
         self.batch_objective = batch_objective
         self.traces = 0  # how many times the program was traced (i.e. compiled)
-        on_cpu = self.devices[0].platform == "cpu"
-        self._program = jax.jit(self._run, compiler_options=CPU_COMPILER_OPTIONS if on_cpu else None)
+        self._program = jax.jit(self._run)
         self._executables: dict = {}
         self._params = self._network_params()
 
@@ -184,7 +197,8 @@ class Renderer:
         leaves, form = jax.tree_util.tree_flatten(objectives)
         cache_key = (form, tuple((a.shape, str(a.dtype)) for a in leaves), keys.shape)
         if cache_key not in self._executables:
-            compiled = self._program.lower(params, objectives, keys).compile()
+            compiled = self._program.lower(params, objectives, keys).compile(
+                compiler_options=compiler_options(self.devices[0]))
             check_memory(compiled, keys.shape[0], self.devices)
             self._executables[cache_key] = compiled
         return self._executables[cache_key]

@@ -133,30 +133,22 @@ def patch_conv(x, kernel, stride: int):
     return patches @ kernel.reshape(k * k * c_in, c_out)
 
 
-class PatchConv(nn.Module):
+class Conv(nn.Module):
+    """TF-"SAME" convolution plus bias; ``depthwise`` convolves each channel on its own."""
+
     features: int
     kernel_size: int
     stride: int
+    depthwise: bool = False
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+        k = self.kernel_size
+        shape = (k, k, self.features) if self.depthwise else (k, k, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return patch_conv(x, kernel, self.stride) + bias
-
-
-class DepthwiseConv(nn.Module):
-    features: int
-    kernel_size: int
-    stride: int
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, self.kernel_size, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return depthwise_conv(x, kernel, self.stride) + bias
+        conv = depthwise_conv if self.depthwise else patch_conv
+        return conv(x, kernel, self.stride) + bias
 
 
 class MBConv(nn.Module):
@@ -168,7 +160,7 @@ class MBConv(nn.Module):
         x = inputs
         if s.expand is not None:
             x = nn.relu6(nn.Dense(s.expand, name="expand")(x))
-        x = nn.relu6(DepthwiseConv(x.shape[-1], s.kernel, s.stride, name="depthwise")(x))
+        x = nn.relu6(Conv(x.shape[-1], s.kernel, s.stride, depthwise=True, name="depthwise")(x))
         x = nn.Dense(s.out, name="project")(x)
         return x + inputs if s.residual else x
 
@@ -183,7 +175,7 @@ class EfficientNetLite(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu6(PatchConv(self.stem_features, 3, 2, name="stem_conv")(x))
+        x = nn.relu6(Conv(self.stem_features, 3, 2, name="stem_conv")(x))
         self.sow("intermediates", "stem", x)
         for i, spec in enumerate(self.blocks):
             x = MBConv(spec, name=f"mbconv_{i}")(x)
