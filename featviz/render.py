@@ -39,11 +39,12 @@ _WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @functools.cache
-def compiler_options(device) -> dict:
-    """The XLA options featviz compiles its render program with on ``device``'s platform."""
-    if device.platform != "cpu":
+def compiler_options(platform: str) -> dict:
+    """The XLA options featviz compiles its render program with on ``platform`` ("cpu", ...)."""
+    if platform != "cpu":
         return {}
-    probe = jax.jit(lambda x: x).lower(jax.device_put(np.zeros(1, np.float32), device))
+    cpu = jax.local_devices(backend="cpu")[0]
+    probe = jax.jit(lambda x: x).lower(jax.device_put(np.zeros(1, np.float32), cpu))
     try:
         probe.compile(compiler_options=_WITHOUT_YNNPACK)
     except Exception:  # an XLA that has no such option (older or newer than this one)
@@ -198,7 +199,7 @@ class Renderer:
         cache_key = (form, tuple((a.shape, str(a.dtype)) for a in leaves), keys.shape)
         if cache_key not in self._executables:
             compiled = self._program.lower(params, objectives, keys).compile(
-                compiler_options=compiler_options(self.devices[0]))
+                compiler_options=compiler_options(self.devices[0].platform))
             check_memory(compiled, keys.shape[0], self.devices)
             self._executables[cache_key] = compiled
         return self._executables[cache_key]
