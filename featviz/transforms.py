@@ -70,13 +70,21 @@ def _crop_bwd(d, offset, g):
 _crop.defvjp(_crop_fwd, _crop_bwd)
 
 
+def _pixel_grid(h: int, w: int):
+    return jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+
+
+def _about_centre(matrix, ys, xs, h: int, w: int):
+    """centre + matrix @ ((ys, xs) - centre), the centre being that of an (h, w) canvas."""
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    return (matrix[0, 0] * (ys - cy) + matrix[0, 1] * (xs - cx) + cy,
+            matrix[1, 0] * (ys - cy) + matrix[1, 1] * (xs - cx) + cx)
+
+
 def _source_coords(matrix, h: int, w: int):
     """Where each pixel of an (h, w) canvas samples from: centre + matrix @ (pixel - centre)."""
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy,
-                          jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij")
-    return (matrix[0, 0] * ys + matrix[0, 1] * xs + cy,
-            matrix[1, 0] * ys + matrix[1, 1] * xs + cx)
+    return _about_centre(matrix, *_pixel_grid(h, w), h, w)
 
 
 def _gather_pixels(img, ys, xs):
@@ -122,16 +130,13 @@ def _warp_bwd(reach, fill, matrix, g):
     h, w, _ = g.shape
     (a, b), (c, d) = matrix
     inverse = jnp.array([[d, -b], [-c, a]]) / (a * d - b * c)
-    near_y, near_x = (jnp.round(t) for t in _source_coords(inverse, h, w))
-    py, px = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
-                          indexing="ij")
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    py, px = _pixel_grid(h, w)
+    near_y, near_x = (jnp.round(t) for t in _about_centre(inverse, py, px, h, w))
     grad = 0.0
     for oy in range(-reach, reach + 1):
         for ox in range(-reach, reach + 1):
             qy, qx = near_y + oy, near_x + ox
-            sy = a * (qy - cy) + b * (qx - cx) + cy
-            sx = c * (qy - cy) + d * (qx - cx) + cx
+            sy, sx = _about_centre(matrix, qy, qx, h, w)  # where output pixel q samples from
             weight = (jnp.maximum(0.0, 1.0 - jnp.abs(sy - py))
                       * jnp.maximum(0.0, 1.0 - jnp.abs(sx - px)))
             values, inside = _gather_pixels(g, qy, qx)
