@@ -33,7 +33,7 @@ from .param import Parameterization, image
 from .transforms import Transform, compose, standard_transforms
 
 # Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
-# and input gradients inside a scan) XLA's own kernels make a step 10-15% faster on the CPUs
+# and input gradients inside a scan) XLA's own kernels made a step 10-15% faster on the CPU
 # measured (benchmarks/RESULTS.md).
 _WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
