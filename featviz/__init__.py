@@ -6,10 +6,13 @@ Example:
     >>> "blocks_8" in model.layers
     True
 """
-from . import objectives, param, transforms
+__version__ = "0.1.0"
+
+from . import cache, objectives, param, transforms
 from .models import Model, from_linen, from_nnx, load_model
 from .render import Renderer, RenderResult, channel_keys, render
 
+cache.enable_persistent_cache()
+
 __all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_linen", "from_nnx",
            "load_model", "objectives", "param", "render", "transforms"]
-__version__ = "0.1.0"

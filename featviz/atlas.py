@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import jax
 import numpy as np
+from jax.extend.core import jaxprs_in_params
 
-from . import distributed
+from . import __version__, distributed
 from . import objectives as obj
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
-from .render import Renderer, channel_keys, free_memory_bytes
+from .render import ChunkTooLargeError, Renderer, channel_keys, free_memory_bytes
 
 
 class ChannelRangeError(ValueError):
@@ -74,22 +76,55 @@ def check_size(model: Model, layer: str, size: int) -> None:
 
 
 CPU_CHUNK = 8  # fastest image-steps per second on XLA:CPU (benchmarks/RESULTS.md)
+MEMORY_SHARE = 0.8  # of the free accelerator memory that a chunk may fill
 
 
-def auto_chunk_size(renderer: Renderer, layer: str) -> int:
-    """Channels per chunk: on CPUs the cache-friendly ``CPU_CHUNK``; on accelerators as many as
-    fit in 80% of the free device memory (from the compiled one-image program's footprint),
-    rounded down to a multiple of the devices."""
+def _value_bytes(jaxpr) -> int:
+    """Bytes of every value a jaxpr computes, those of its sub-programs included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += sum(v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars
+                     if hasattr(v.aval, "size"))
+        for sub in jaxprs_in_params(eqn.params):
+            total += _value_bytes(sub)
+    return total
+
+
+def image_bytes(renderer: Renderer, layer: str) -> int:
+    """An estimate of the device memory one image of a render needs: twice every value of the
+    network's forward pass up to ``layer`` (kept for the backward pass, and the gradients
+    alongside), at the size the transforms hand the network. It is read from the traced
+    program; nothing is compiled."""
+    size = renderer.size
+    canvas = jax.eval_shape(renderer.settings.transform, jax.random.key(0),
+                            jax.ShapeDtypeStruct((size, size, 3), np.float32)).shape
+    x = jax.ShapeDtypeStruct((1,) + tuple(canvas), renderer.compute_dtype)
+    forward = jax.make_jaxpr(lambda p, v: renderer.model.apply(p, v, [layer]))(
+        renderer.model.params, x)
+    return 2 * _value_bytes(forward.jaxpr)
+
+
+def chunk_sizes(n_channels: int, largest: int, n_devices: int = 1) -> int:
+    """The chunk size that renders ``n_channels`` in as few chunks as ``largest`` allows, all
+    of (nearly) the same size and a multiple of the devices: 1280 channels that fit 1000 at a
+    time run as 2 x 640, not 1000 plus a padded 1000."""
+    largest = max(n_devices, largest // n_devices * n_devices)
+    n_chunks = -(-n_channels // largest)
+    per_chunk = -(-n_channels // n_chunks)
+    return -(-per_chunk // n_devices) * n_devices
+
+
+def auto_chunk_size(renderer: Renderer, layer: str, n_channels: int) -> int:
+    """Channels per chunk: on CPUs the cache-friendly ``CPU_CHUNK`` per device; on
+    accelerators as many as fit in ``MEMORY_SHARE`` of the free device memory (estimated by
+    ``image_bytes``); balanced over the chunks either way."""
     devices = renderer.devices
     if devices[0].platform == "cpu":
-        return CPU_CHUNK * len(devices)
-    probe = Renderer(renderer.model, size=renderer.size, steps=renderer.steps,
-                     compute_dtype=renderer.compute_dtype)  # one image on one device
-    one = probe.compiled([obj.channel(layer, 0)], channel_keys(0, [0])).memory_analysis()
-    per_image = one.temp_size_in_bytes + one.output_size_in_bytes + one.argument_size_in_bytes
-    fits = int(0.8 * min(free_memory_bytes(d) for d in devices) / max(per_image, 1))
-    n = len(devices)
-    return max(n, min(fits, 4096) // n * n)
+        largest = CPU_CHUNK * len(devices)
+    else:
+        free = min(free_memory_bytes(d) for d in devices)
+        largest = int(MEMORY_SHARE * free / max(image_bytes(renderer, layer), 1)) * len(devices)
+    return chunk_sizes(n_channels, min(largest, 4096), len(devices))
 
 
 @dataclass
@@ -97,7 +132,8 @@ class LayerRender:
     layer: str
     out_dir: Path
     records: dict = field(default_factory=dict)  # channel -> {"objective": ..., "png": ...}
-    seconds: float = 0.0
+    seconds: float = 0.0  # compile + compute + write
+    timing: dict = field(default_factory=dict)  # {"compile": s, "compute": s, "write": s}
 
     def image_path(self, c: int) -> Path:
         return self.out_dir / f"{self.layer}_{c}.png"
@@ -130,15 +166,16 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
                     lr: float = 0.05, devices=None, precision: str = "float32",
                     progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
-    (per channel, the final image's objective: the channel's mean activation, untransformed).
+    (per channel, the final image's objective: the channel's mean activation, untransformed;
+    and the seconds spent compiling, computing and writing).
 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
     ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
     shards each chunk over those devices; ``precision="bfloat16"`` runs the network in bfloat16
     (image parameters stay float32); in a run of several processes each renders its share
-    of the channels and process 0 merges the records.
+    of the channels and process 0 merges the records. A chunk's PNGs are encoded and written
+    on a background thread while the next chunk renders.
     """
-    import optax
     from tqdm import tqdm
 
     model.check_layer(layer)
@@ -147,28 +184,32 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
         raise ChannelRangeError(f"channel out of range; layer {layer} has channels 0-{n - 1}")
     check_size(model, layer, size)
     out_dir = Path(out_dir)
+    renderer = Renderer(model, size=size, steps=steps, lr=lr, devices=devices,
+                        compute_dtype=precision)
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr,
-                "precision": precision}
+                "precision": precision, "redirect_steps": renderer.redirect_steps,
+                "featviz": __version__}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
     todo = distributed.share([c for c in channels if c not in result.records])
-    renderer = Renderer(model, size=size, steps=steps, optimizer=optax.adam(lr), devices=devices,
-                        compute_dtype=precision)
-    # sized only when there is work: on an accelerator, sizing compiles a probe program
-    chunk = max(1, min(chunk_size or auto_chunk_size(renderer, layer), len(todo))) if todo else 1
-    start = time.perf_counter()
-    with tqdm(total=len(todo), unit="ch", desc=layer, disable=not progress, leave=False) as bar:
+    timing = {"compile": 0.0, "compute": 0.0, "write": 0.0}
+    with tqdm(total=len(todo) * steps, desc=layer, disable=not progress or not todo, leave=False,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+        began = time.perf_counter()
+        chunk = _fitting_chunk(renderer, layer, len(todo), chunk_size) if todo else 1
+        pending = None
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             padded = part + [part[-1]] * (chunk - len(part))  # same batch size: no recompile
-            out = renderer([obj.channel(layer, c) for c in padded], channel_keys(seed, padded))
-            for j, c in enumerate(part):
-                save_png(out.images[j], result.image_path(c))
-                result.records[c] = {"objective": float(out.final[j]),
-                                     "png": result.image_path(c).name}
-            result.seconds += time.perf_counter() - start
-            start = time.perf_counter()
-            _save_records(result, settings, _records_path(out_dir))
-            bar.update(len(part))
+            out = renderer([obj.channel(layer, c) for c in padded], channel_keys(seed, padded),
+                           on_segment=lambda ran, k=len(part): bar.update(k * ran))
+            timing["compile"] = renderer.compile_seconds
+            timing["compute"] = time.perf_counter() - began - renderer.compile_seconds
+            if pending is not None:
+                pending.result()  # the previous chunk is on disk before this one's records go
+            pending = writer.submit(_write_chunk, result, part, out, settings, timing)
+        if pending is not None:
+            pending.result()
     distributed.barrier(f"featviz-{layer}-rendered")
     result.records = _load_records(out_dir, layer, settings)
     if jax.process_index() == 0:
@@ -176,9 +217,35 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     return result
 
 
+def _fitting_chunk(renderer: Renderer, layer: str, n_channels: int, requested: int | None) -> int:
+    """The chunk size to render with, its program compiled: ``requested``, or the automatic
+    size, made smaller (and balanced again) if its program does not fit in device memory."""
+    chunk = max(1, min(requested or auto_chunk_size(renderer, layer, n_channels), n_channels))
+    while True:
+        try:
+            renderer.compiled([obj.channel(layer, 0)] * chunk, channel_keys(0, [0] * chunk))
+            return chunk
+        except ChunkTooLargeError as err:
+            if requested or chunk == 1:
+                raise
+            chunk = chunk_sizes(n_channels, err.fits, len(renderer.devices))
+
+
+def _write_chunk(result: LayerRender, part: Sequence[int], out, settings: dict, timing: dict):
+    """Write one rendered chunk's PNGs, then the records that list them."""
+    began = time.perf_counter()
+    for j, c in enumerate(part):
+        save_png(out.images[j], result.image_path(c))
+        result.records[c] = {"objective": float(out.final[j]), "png": result.image_path(c).name}
+    timing["write"] += time.perf_counter() - began
+    result.timing = {k: round(v, 3) for k, v in timing.items()}
+    result.seconds = round(sum(timing.values()), 3)
+    _save_records(result, settings, _records_path(result.out_dir))
+
+
 def _save_records(result: LayerRender, settings: dict, path: Path) -> None:
     doc = {"layer": result.layer, "settings": settings, "seconds": round(result.seconds, 3),
-           "channels": {str(c): r for c, r in sorted(result.records.items())}}
+           "timing": result.timing, "channels": {str(c): r for c, r in sorted(result.records.items())}}
     write_text_atomic(json.dumps(doc, indent=1), path)
 
 

@@ -28,6 +28,10 @@ Rules, for an incoming gradient ``g`` at a rectifier with input ``x`` and linear
   is zero everywhere: there ``g`` passes wherever it would not push an input further outside
   (lo, hi), so a unit that starts dead can still be brought to life. The gradient ``g`` is that
   of a loss to minimize.
+* ``"unblocked"``: ``g`` wherever it would not push an input further outside (lo, hi), at
+  every position and for every example: the redirected gradient without its per-example
+  check. Being elementwise, it costs no more than the plain gradient, also behind a traced
+  switch (``evaluate(..., on=...)``); the renderer's warm-up uses it.
 * ``None``: ordinary autodiff.
 
 Example:
@@ -46,36 +50,57 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal, Var
 
-RULES = ("guided", "deconvnet", "linear", "redirected")
+RULES = ("guided", "deconvnet", "linear", "redirected", "unblocked")
 _INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
             "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr"}
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rectify(rule, x, lo, hi):
+def _rectify(rules, x, lo, hi, on):
+    """``clip(x, lo, hi)`` whose gradient follows ``rules[0]`` where ``on`` is true, else
+    ``rules[1]``."""
     return jnp.clip(x, lo, hi)
 
 
-def _rectify_fwd(rule, x, lo, hi):
-    return jnp.clip(x, lo, hi), (x, lo, hi)
+def _rectify_fwd(rules, x, lo, hi, on):
+    return jnp.clip(x, lo, hi), (x, lo, hi, on)
+
+
+def _outward(g, x, lo, hi):
+    """Where a descent step along ``-g`` would push ``x`` further outside (lo, hi)."""
+    return ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
 
 
 def _redirected(g, x, lo, hi):
     plain = jnp.where((x > lo) & (x < hi), g, 0)
-    outward = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))  # descent would push further out
-    redirected = jnp.where(outward, 0, g)
+    redirected = jnp.where(_outward(g, x, lo, hi), 0, g)
     alive = jnp.any(plain != 0, axis=tuple(range(1, g.ndim)), keepdims=True)
     return jnp.where(alive, plain, redirected)
 
 
-def _rectify_bwd(rule, residuals, g):
-    x, lo, hi = residuals
+def _rule_gradient(rule, g, x, lo, hi):
+    """The gradient ``rule`` passes back through a rectifier with input ``x`` and range (lo, hi)."""
     if rule == "redirected":
-        return _redirected(g, x, lo, hi).astype(g.dtype), jnp.zeros_like(lo), jnp.zeros_like(hi)
+        return _redirected(g, x, lo, hi)
+    if rule == "unblocked":
+        return jnp.where(_outward(g, x, lo, hi), 0, g)
+    if rule == "plain":
+        return jnp.where((x > lo) & (x < hi), g, 0)
     keep = jnp.ones_like(g, bool) if rule == "linear" else g > 0
     if rule == "guided":
         keep &= (x > lo) & (x < hi)
-    return jnp.where(keep, g, 0).astype(g.dtype), jnp.zeros_like(lo), jnp.zeros_like(hi)
+    return jnp.where(keep, g, 0)
+
+
+def _rectify_bwd(rules, residuals, g):
+    x, lo, hi, on = residuals
+    if rules[0] == rules[1]:
+        gx = _rule_gradient(rules[0], g, x, lo, hi)
+    else:  # a traced switch: one program serves both rules (elementwise rules fuse into one)
+        gx = jnp.where(on, _rule_gradient(rules[0], g, x, lo, hi),
+                       _rule_gradient(rules[1], g, x, lo, hi))
+    return (gx.astype(g.dtype), jnp.zeros_like(lo), jnp.zeros_like(hi),
+            np.zeros(np.shape(on), jax.dtypes.float0))
 
 
 _rectify.defvjp(_rectify_fwd, _rectify_bwd)
@@ -116,7 +141,7 @@ def _has_rectifier(jaxpr) -> bool:
     return False
 
 
-def _eval(jaxpr, consts, args, rule, taps):
+def _eval(jaxpr, consts, args, rule, taps, on):
     """Evaluate ``jaxpr``; returns (outputs, which outputs came straight out of a rectifier)."""
     env, rectified = {}, set()
 
@@ -137,10 +162,15 @@ def _eval(jaxpr, consts, args, rule, taps):
         sub = eqn.params[key] if key else None
         if found is not None:
             x, lo, hi = found
-            outs, flags = [_rectify(rule, x, jnp.asarray(lo, x.dtype), jnp.asarray(hi, x.dtype))], [True]
+            if isinstance(on, (bool, np.bool_)):  # known now: no switch in the program
+                rules, switch = (rule if on else "plain",) * 2, np.True_
+            else:
+                rules, switch = (rule, "plain"), on
+            outs = [_rectify(rules, x, jnp.asarray(lo, x.dtype), jnp.asarray(hi, x.dtype), switch)]
+            flags = [True]
         elif sub is not None and (eqn.primitive.name != "custom_jvp_call"
                                   or (rule is not None and _has_rectifier(sub.jaxpr))):
-            outs, flags = _eval(sub.jaxpr, sub.consts, invals, rule, {})
+            outs, flags = _eval(sub.jaxpr, sub.consts, invals, rule, {}, on)
         else:
             outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
@@ -154,10 +184,13 @@ def _eval(jaxpr, consts, args, rule, taps):
             [isinstance(v, Var) and v in rectified for v in outvars])
 
 
-def evaluate(fun, *args, rule: str | None = None, perturb: dict | None = None):
+def evaluate(fun, *args, rule: str | None = None, perturb: dict | None = None, on=True):
     """``fun(*args)`` evaluated through its jaxpr, differentiable, jit-able.
 
     ``rule``: one of ``RULES`` (see the module docstring) or None for the plain gradient.
+    ``on``: a boolean, possibly traced, that switches the rule: where it is False, the
+    rectifiers pass the plain gradient, so one compiled program serves steps with and without
+    the rule (each rectifier's backward runs only the branch taken).
     ``perturb``: ``{i: delta}`` adds ``delta`` to the i-th output leaf of ``fun`` where it is
     computed, so that everything downstream of it sees the change; the gradient with respect
     to ``delta`` (at zero) is the gradient with respect to that intermediate value.
@@ -168,5 +201,5 @@ def evaluate(fun, *args, rule: str | None = None, perturb: dict | None = None):
     outvars = closed.jaxpr.outvars
     taps = {outvars[i]: delta for i, delta in (perturb or {}).items()
             if not isinstance(outvars[i], Literal)}
-    outs, _ = _eval(closed.jaxpr, closed.consts, jax.tree.leaves(args), rule, taps)
+    outs, _ = _eval(closed.jaxpr, closed.consts, jax.tree.leaves(args), rule, taps, on)
     return jax.tree.unflatten(jax.tree.structure(shapes), outs)

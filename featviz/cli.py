@@ -189,23 +189,8 @@ def _check_numbers(args):
             raise UsageError(f"--{name} must be a positive number, not {value}")
 
 
-def _enable_compilation_cache() -> None:
-    """Keep compiled programs on disk, so a second run of the same command skips compilation
-    ($FEATVIZ_CACHE_DIR, default ~/.cache/featviz/xla; set it to an empty string to disable)."""
-    import os
-
-    import jax
-
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featviz" / "xla"
-    cache = os.environ.get("FEATVIZ_CACHE_DIR", str(default))
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _enable_compilation_cache()
     try:
         _check_numbers(args)
         if getattr(args, "distributed", None):  # before anything touches a JAX backend

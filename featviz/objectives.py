@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @jax.tree_util.register_pytree_node_class
@@ -125,7 +126,7 @@ def stack(objs: Sequence[Objective]) -> Objective:
         if jax.tree_util.tree_structure(o) != first:
             raise ValueError(f"cannot batch objectives of different forms: {objs[0]} and {o}; "
                              "render them in separate batches")
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *objs)
+    return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *objs)
 
 
 # --- activation objectives -------------------------------------------------------------------

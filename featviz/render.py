@@ -1,8 +1,14 @@
 """The engine: regularized gradient ascent in input space for a batch of objectives, in one
-jit-compiled program (vmap over images, ``lax.scan`` over steps). No files, no display.
+jit-compiled program (vmap over images, a loop over steps). No files, no display.
 
 Each image has its own PRNG key, parameters and optimizer state, so an image depends only on
 its objective and key: rendering channel 5 alone or inside a batch of 64 gives the same image.
+
+The program's shapes and code depend only on the model, the objectives' form, the batch size,
+the image size, the parameterization, the transforms, the optimizer and the precision. The
+number of steps, the learning rate, the redirected-gradient warm-up, the seed and the channels
+are data: changing them never recompiles. The host runs the steps in segments of
+``SEGMENT`` steps (one call of the program each), so a progress callback sees every segment.
 
 Example:
     >>> import jax
@@ -12,13 +18,15 @@ Example:
     >>> result = renderer([obj.channel("blocks_3", c) for c in (0, 1)], channel_keys(0, [0, 1]))
     >>> result.images.shape, result.trace.shape
     ((2, 64, 64, 3), (2, 8))
+    >>> renderer([obj.channel("blocks_3", 2)] * 2, channel_keys(1, [2, 2]), steps=20).trace.shape
+    (2, 20)
 """
 from __future__ import annotations
 
-import functools
 import os
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,30 +34,31 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import backprop
+from . import backprop, cache
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
 from .transforms import Transform, compose, standard_transforms
 
+SEGMENT = 32  # steps per call of the compiled program
+
 # Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
-# and input gradients inside a scan) XLA's own kernels made a step 10-15% faster on the CPU
+# and input gradients inside a loop) XLA's own kernels made a step 10-15% faster on the CPU
 # measured (benchmarks/RESULTS.md).
-_WITHOUT_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+_REFUSED_OPTIONS: set = set()  # platforms whose XLA rejected those options
 
 
-@functools.cache
-def compiler_options(platform: str) -> dict:
-    """The XLA options featviz compiles its render program with on ``platform`` ("cpu", ...)."""
-    if platform != "cpu":
-        return {}
-    cpu = jax.local_devices(backend="cpu")[0]
-    probe = jax.jit(lambda x: x).lower(jax.device_put(np.zeros(1, np.float32), cpu))
-    try:
-        probe.compile(compiler_options=_WITHOUT_YNNPACK)
-    except Exception:  # an XLA that has no such option (older or newer than this one)
-        return {}
-    return _WITHOUT_YNNPACK
+def compile_lowered(lowered, platform: str):
+    """Compile with featviz's options for ``platform``; an XLA that does not know an option
+    (older or newer than the one measured) compiles without them."""
+    options = _COMPILER_OPTIONS.get(platform, {})
+    if options and platform not in _REFUSED_OPTIONS:
+        try:
+            return lowered.compile(compiler_options=options)
+        except Exception:  # noqa: BLE001 - XLA reports an unknown option as a generic error
+            _REFUSED_OPTIONS.add(platform)
+    return lowered.compile()
 
 
 @dataclass(frozen=True)
@@ -59,44 +68,107 @@ class RenderResult:
     final: np.ndarray   # (N,) objective of the final image, untransformed
 
 
+@jax.jit
+def _fold_in_all(base, indices):
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
+
+
 def channel_keys(seed: int, indices: Sequence[int]) -> jax.Array:
     """One PRNG key per channel, derived from the seed and the channel index (not its position)."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
+    return _fold_in_all(jax.random.key(seed), np.asarray(indices, np.uint32))
+
+
+def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformation:
+    """Adam whose learning rate is data (``optax.inject_hyperparams``): one compiled program
+    serves every learning rate."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+def _has_learning_rate(state) -> bool:
+    return isinstance(getattr(state, "hyperparams", None), dict) and \
+        "learning_rate" in state.hyperparams
+
+
+def _with_learning_rate(state, lr):
+    """``state`` of an ``inject_hyperparams`` optimizer with its learning rate set to ``lr``
+    (a traced scalar); other states unchanged."""
+    if not _has_learning_rate(state):
+        return state
+    rates = jnp.broadcast_to(lr, state.hyperparams["learning_rate"].shape)
+    return state._replace(hyperparams={**state.hyperparams, "learning_rate": rates})
+
+
+@dataclass(frozen=True, eq=False)
+class ProgramSettings:
+    """What fixes a render program's code and shapes (besides the objectives' form and the
+    batch size); frozen, so a compiled program never outlives the settings it was built for."""
+
+    size: int
+    param: Parameterization
+    transform: Transform
+    optimizer: optax.GradientTransformation
+    batch_objective: Callable | None
+    compute_dtype: jnp.dtype
+    mesh: Mesh | None
 
 
 class Renderer:
-    """Renders batches of objectives on one model with fixed settings; compiles once per
-    objective form and batch size, then reuses the program for any channel indices.
+    """Renders batches of objectives on one model; compiles once per objective form and batch
+    size, then reuses the program for any channels, seeds, step counts and learning rates.
 
     Defaults are Lucid's: 128 px, 512 steps, Adam(0.05), Fourier + decorrelated colour +
     sigmoid, pad/jitter/scale/rotate/jitter. With ``devices`` (e.g. ``jax.devices()``), each
-    batch is sharded over a 1-D mesh of those devices; the images do not depend on how many.
-    ``compute_dtype=jnp.bfloat16`` runs the network in bfloat16 (weights and activations) while
-    the image parameters, optimizer and objectives stay float32. During the first
-    ``redirect_steps`` steps, a rectifier whose gradient is zero for an image passes Lucid's
-    redirected gradient instead (``featviz.backprop``), so that channels which start dead come
-    to life; later steps take the plain gradient, which is about twice as fast on a CPU.
+    batch is sharded over a 1-D mesh of those devices. ``compute_dtype=jnp.bfloat16`` runs the
+    network in bfloat16 (weights and activations) while the image parameters, optimizer and
+    objectives stay float32. During the first ``redirect_steps`` steps, a rectifier whose
+    gradient is zero for an image passes Lucid's redirected gradient instead
+    (``featviz.backprop``), so that channels which start dead come to life.
+
+    ``steps``, ``lr`` and ``redirect_steps`` are defaults that each call may override. A custom
+    ``optimizer`` is used as given; its learning rate can vary per call when it is wrapped in
+    ``optax.inject_hyperparams`` (as the default Adam is).
     """
 
-    def __init__(self, model: Model, *, size: int = 128, steps: int = 512,
+    def __init__(self, model: Model, *, size: int = 128, steps: int = 512, lr: float | None = None,
                  param: Parameterization | None = None,
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
                  batch_objective=None, devices: Sequence | None = None,
                  compute_dtype=jnp.float32, redirect_steps: int = 8):
-        self.model, self.size, self.steps = model, size, steps
-        self.compute_dtype = jnp.dtype(compute_dtype)
-        self.redirect_steps = redirect_steps
-        self.mesh = Mesh(np.asarray(devices), ("batch",)) if devices else None
-        self.param = param or image(size)
-        self.transform = compose(standard_transforms() if transforms is None else transforms)
-        self.optimizer = optimizer or optax.adam(0.05)
-        self.batch_objective = batch_objective
-        self.traces = 0  # how many times the program was traced (i.e. compiled)
-        self._program = jax.jit(self._run)
+        self.model = model
+        self.steps, self.lr, self.redirect_steps = steps, 0.05 if lr is None else lr, redirect_steps
+        self.settings = ProgramSettings(
+            size=size, param=param or image(size),
+            transform=compose(standard_transforms() if transforms is None else transforms),
+            # the default's own rate is a placeholder: each call sets the rate it renders with
+            optimizer=optimizer or default_optimizer(), batch_objective=batch_objective,
+            compute_dtype=jnp.dtype(compute_dtype),
+            mesh=Mesh(np.asarray(devices), ("batch",)) if devices else None)
+        self.traces = 0           # how many times the program was traced (i.e. compiled)
+        self.compile_seconds = 0.0  # spent tracing, lowering and compiling (or loading) programs
+        self._program = jax.jit(self._segment)
         self._executables: dict = {}
         self._params = self._network_params()
+        if lr is not None and not self._rate_is_data():
+            raise ValueError("this optimizer has its own learning rate; pass it without lr=, "
+                             "or wrap it in optax.inject_hyperparams to vary it")
+
+    @property
+    def size(self) -> int:
+        return self.settings.size
+
+    @property
+    def compute_dtype(self):
+        return self.settings.compute_dtype
+
+    @property
+    def mesh(self) -> Mesh | None:
+        return self.settings.mesh
+
+    @property
+    def devices(self) -> list:
+        """The devices a batch runs on."""
+        return self.mesh.devices.ravel().tolist() if self.mesh is not None else [jax.devices()[0]]
 
     def _network_params(self):
         """The model's parameters in the compute precision, replicated over the mesh: prepared
@@ -108,129 +180,209 @@ class Renderer:
             params = jax.device_put(params, NamedSharding(self.mesh, P()))
         return params
 
-    @property
-    def devices(self) -> list:
-        """The devices a batch runs on."""
-        return self.mesh.devices.ravel().tolist() if self.mesh is not None else [jax.devices()[0]]
+    def _layers_needed(self, objectives) -> tuple:
+        layers = set(objectives.layers)
+        layer_of_batch_term = getattr(self.settings.batch_objective, "layer", None)
+        if self.settings.batch_objective is not None:
+            layers |= {layer_of_batch_term} if layer_of_batch_term else set(self.model.layers)
+        return tuple(sorted(layers))
 
-    def _objective_values(self, model_params, objectives, images, transformed, redirect=False):
+    def _objective_values(self, model_params, objectives, images, transformed, redirect=None):
+        """Each image's objective (and the activations): the network runs only up to the
+        layers the objectives read; ``redirect`` (a traced boolean) switches the rectifiers
+        to the redirected gradient."""
+        layers = self._layers_needed(objectives)
         x = self.model.preprocess(transformed).astype(self.compute_dtype)
-        if redirect:
-            acts = backprop.evaluate(self.model.apply, model_params, x, rule="redirected")
+        if redirect is None:
+            acts = self.model.apply(model_params, x, layers)
         else:
-            acts = self.model.apply(model_params, x)
+            acts = backprop.evaluate(lambda p, v: self.model.apply(p, v, layers), model_params, x,
+                                     rule="unblocked", on=redirect)
         acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), acts)
         values = jax.vmap(lambda o, a, img: o(a, img))(objectives, acts, images)
         return values, acts
 
-    def _run(self, model_params, objectives, keys):
+    def _initial_state(self, keys):
+        init_keys = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
+        params = jax.vmap(self.settings.param.init)(init_keys)
+        return params, jax.vmap(self.settings.optimizer.init)(params)
+
+    def _segment(self, model_params, objectives, keys, state, start, stop, lr, redirect_until):
+        """Steps ``start`` to ``stop`` (at most ``SEGMENT``) from ``state`` (from the keys'
+        initial images when ``start`` is 0); returns the new state, the objective per step,
+        and the images with their untransformed objective."""
         self.traces += 1
-        init_keys, step_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-        params = jax.vmap(self.param.init)(init_keys)
-        opt_state = jax.vmap(self.optimizer.init)(params)
+        settings = self.settings
+        step_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+        state = jax.tree_util.tree_map(lambda fresh, s: jnp.where(start == 0, fresh, s),
+                                       self._initial_state(keys), state)
+        params, opt_state = state[0], _with_learning_rate(state[1], lr)
 
         def loss(p, keys_now, redirect):
-            images = jax.vmap(self.param.to_image)(p)
-            transformed = jax.vmap(self.transform)(keys_now, images)
+            images = jax.vmap(settings.param.to_image)(p)
+            transformed = jax.vmap(settings.transform)(keys_now, images)
             values, acts = self._objective_values(model_params, objectives, images, transformed,
                                                   redirect)
             total = values.sum()
-            if self.batch_objective is not None:
-                total = total + self.batch_objective(acts)
+            if settings.batch_objective is not None:
+                total = total + settings.batch_objective(acts)
             return -total, values
 
-        def step(carry, i):
-            p, state = carry
+        def step(i, carry):
+            p, opt, trace = carry
             keys_now = jax.vmap(lambda k: jax.random.fold_in(k, i))(step_keys)
-            def gradient(redirect):
-                return lambda: jax.grad(loss, has_aux=True)(p, keys_now, redirect)
+            grads, values = jax.grad(loss, has_aux=True)(p, keys_now, i < redirect_until)
+            updates, opt = jax.vmap(settings.optimizer.update)(grads, opt, p)
+            trace = jax.lax.dynamic_update_slice(trace, values[:, None], (0, i - start))
+            return optax.apply_updates(p, updates), opt, trace
 
-            if 0 < self.redirect_steps < self.steps:
-                grads, values = jax.lax.cond(i < self.redirect_steps, gradient(True), gradient(False))
-            else:  # one step body: half the compilation
-                grads, values = gradient(self.redirect_steps > 0)()
-            updates, state = jax.vmap(self.optimizer.update)(grads, state, p)
-            return (optax.apply_updates(p, updates), state), values
-
-        (params, _), trace = jax.lax.scan(step, (params, opt_state), jnp.arange(self.steps))
-        images = jax.vmap(self.param.to_image)(params)
+        trace = jnp.zeros((keys.shape[0], SEGMENT), jnp.float32)
+        params, opt_state, trace = jax.lax.fori_loop(start, stop, step, (params, opt_state, trace))
+        images = jax.vmap(settings.param.to_image)(params)
         final, _ = self._objective_values(model_params, objectives, images, images)
-        return images, trace.T, final
+        return (params, opt_state), trace, images, final
 
-    def __call__(self, objectives, keys) -> RenderResult:
+    def __call__(self, objectives, keys, *, steps: int | None = None, lr: float | None = None,
+                 redirect_steps: int | None = None,
+                 on_segment: Callable[[int], None] | None = None) -> RenderResult:
         """Render a list of objectives (or an already stacked batch), one key per image.
 
+        ``steps``, ``lr`` and ``redirect_steps`` override the renderer's defaults for this call
+        (none of them recompiles); ``on_segment(steps)`` is called after each segment with the
+        number of steps it ran.
         A list may mix forms (say channels and a class logit): each form is rendered as its own
         batch (a batch objective such as diversity then acts within each form's batch).
         """
+        run = dict(steps=self.steps if steps is None else steps,
+                   lr=self.lr if lr is None else lr,
+                   redirect_steps=self.redirect_steps if redirect_steps is None else redirect_steps,
+                   on_segment=on_segment)
+        if run["steps"] < 1:
+            raise ValueError(f"steps must be at least 1, not {run['steps']}")
+        if lr is not None and not self._rate_is_data():
+            raise ValueError("this renderer's optimizer has its own learning rate; wrap it in "
+                             "optax.inject_hyperparams to vary it per call")
         if not isinstance(objectives, (list, tuple)):
-            return self._render_stacked(objectives, keys)
+            return self._render_stacked(objectives, keys, **run)
         groups: dict = {}
         for i, o in enumerate(objectives):
             groups.setdefault(jax.tree_util.tree_structure(o), []).append(i)
         parts = [(idx, self._render_stacked(objectives_lib.stack([objectives[i] for i in idx]),
-                                            keys[np.asarray(idx)]))
+                                            keys[np.asarray(idx)], **run))
                  for idx in groups.values()]
         order = np.argsort(np.concatenate([idx for idx, _ in parts]))
         return RenderResult(*(np.concatenate([getattr(r, f) for _, r in parts])[order]
                               for f in ("images", "trace", "final")))
 
-    def _render_stacked(self, objectives, keys) -> RenderResult:
-        n, params = keys.shape[0], self._params
-        if self.mesh is not None:  # pad the batch to a multiple of the devices, then shard it
+    def _state_shapes(self, n: int):
+        """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""
+        keys = jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype)
+        return jax.eval_shape(self._initial_state, keys)
+
+    def _rate_is_data(self) -> bool:
+        return _has_learning_rate(self._state_shapes(1)[1])
+
+    def _placed(self, tree, sharded: bool):
+        """``tree`` on the renderer's devices: split along the batch, or replicated."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, NamedSharding(self.mesh, P("batch") if sharded else P()))
+
+    def _render_stacked(self, objectives, keys, *, steps, lr, redirect_steps,
+                        on_segment) -> RenderResult:
+        n = keys.shape[0]
+        if self.mesh is not None:  # pad the batch to a multiple of the devices
             extra = -n % self.mesh.size
             objectives, keys = jax.tree_util.tree_map(
                 lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), (objectives, keys))
-            objectives, keys = jax.device_put((objectives, keys), NamedSharding(self.mesh, P("batch")))
-        images, trace, final = self._executable(params, objectives, keys)(params, objectives, keys)
-        return RenderResult(np.asarray(images)[:n], np.asarray(trace)[:n], np.asarray(final)[:n])
+        objectives, keys = self._placed((objectives, keys), sharded=True)
+        state = self._placed(jax.tree_util.tree_map(
+            lambda s: np.zeros(s.shape, s.dtype), self._state_shapes(keys.shape[0])), sharded=True)
+        scalars = self._placed((np.float32(lr), np.int32(redirect_steps)), sharded=False)
+        program = self._executable(objectives, keys, state)
+        traces = []
+        for start in range(0, steps, SEGMENT):
+            stop = min(start + SEGMENT, steps)
+            bounds = self._placed((np.int32(start), np.int32(stop)), sharded=False)
+            state, trace, images, final = program(self._params, objectives, keys, state,
+                                                  *bounds, *scalars)
+            traces.append(np.asarray(trace)[:n, :stop - start])
+            if on_segment is not None:
+                on_segment(stop - start)
+        return RenderResult(np.asarray(images)[:n], np.concatenate(traces, axis=1),
+                            np.asarray(final)[:n])
 
     def compiled(self, objectives, keys):
         """The compiled program for this batch of objectives (compiled once, then cached): its
-        ``memory_analysis()`` and ``cost_analysis()`` tell what a batch costs."""
+        ``memory_analysis()`` and ``cost_analysis()`` tell what a batch costs (one segment's
+        loop body counts once in the cost analysis)."""
         if isinstance(objectives, (list, tuple)):
             objectives = objectives_lib.stack(objectives)
-        return self._executable(self._params, objectives, keys)
+        state = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                       self._state_shapes(keys.shape[0]))
+        return self._executable(*self._placed((objectives, keys, state), sharded=True))
 
-    def _executable(self, params, objectives, keys):
-        """The compiled program for this batch's form and shapes, compiled once and checked to
-        fit in device memory."""
+    def _executable(self, objectives, keys, state):
+        """The compiled program for this batch's form and shapes, compiled (or loaded from the
+        persistent cache) once, and checked to fit in device memory."""
         leaves, form = jax.tree_util.tree_flatten(objectives)
-        cache_key = (form, tuple((a.shape, str(a.dtype)) for a in leaves), keys.shape)
+        cache_key = (form, tuple((np.shape(a), str(a.dtype)) for a in leaves), keys.shape)
         if cache_key not in self._executables:
-            compiled = self._program.lower(params, objectives, keys).compile(
-                compiler_options=compiler_options(self.devices[0].platform))
+            cache.enable_persistent_cache()
+            began = time.perf_counter()
+            scalars = self._placed((np.int32(0), np.int32(0), np.float32(0), np.int32(0)),
+                                   sharded=False)
+            lowered = self._program.lower(self._params, objectives, keys, state, *scalars)
+            compiled = compile_lowered(lowered, self.devices[0].platform)
+            self.compile_seconds += time.perf_counter() - began
             check_memory(compiled, keys.shape[0], self.devices)
             self._executables[cache_key] = compiled
         return self._executables[cache_key]
 
 
 class ChunkTooLargeError(ValueError):
-    """A batch of images that would not fit in device memory."""
+    """A batch of images that would not fit in device memory; ``fits`` is a size that does."""
+
+    def __init__(self, message: str, fits: int):
+        super().__init__(message)
+        self.fits = fits
 
 
 def free_memory_bytes(device) -> int:
-    """Memory still free on ``device`` (for CPU devices: the host's available memory)."""
+    """Memory still free on ``device`` (for CPU devices: the host's available memory, page
+    cache included, as the kernel reports it in /proc/meminfo)."""
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def program_bytes(compiled) -> int:
+    """Device memory a compiled program needs: its arguments, outputs and temporaries."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return 0
+    return (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes)
 
 
 def check_memory(compiled, batch: int, devices) -> None:
     """Raise ``ChunkTooLargeError`` (with a chunk size that fits) if the compiled program needs
     more memory per device than the devices have free."""
-    analysis = compiled.memory_analysis()
-    if analysis is None:
-        return
-    need = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-            + analysis.output_size_in_bytes)
+    need = program_bytes(compiled)
     free = min(free_memory_bytes(d) for d in devices)
     if need > free:
         fits = max(1, int(batch * 0.8 * free / need))
         raise ChunkTooLargeError(
             f"a chunk of {batch} images needs {need / 2**30:.1f} GiB per device but only "
-            f"{free / 2**30:.1f} GiB is free; use --chunk {fits} (or fewer)")
+            f"{free / 2**30:.1f} GiB is free; use --chunk {fits} (or fewer)", fits)
 
 
 def render(model: Model, objectives: Sequence, *, seed: int = 0, **settings) -> RenderResult:

@@ -288,7 +288,8 @@ def test_redirect_revives_dead_channels_that_can_fire(lite0):
     for any image (its bias outweighs every input). Only the redirected start revives 14."""
     keys = featviz.channel_keys(0, [14, 11])
     objs = [obj.channel("stem", 14), obj.channel("stem", 11)]
-    plain = featviz.Renderer(lite0, size=64, steps=128, redirect_steps=0)(objs, keys)
-    redirected = featviz.Renderer(lite0, size=64, steps=128)(objs, keys)
+    renderer = featviz.Renderer(lite0, size=64, steps=128)
+    plain = renderer(objs, keys, redirect_steps=0)
+    redirected = renderer(objs, keys)
     assert plain.final[0] == 0 and plain.final[1] == 0
     assert redirected.final[0] > 0.1 and redirected.final[1] == 0

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
+from flax import linen as nn, traverse_util
 
 
 class UnknownLayerError(ValueError):
@@ -39,9 +39,10 @@ def _identity(x):
 class Model:
     """A network as featviz sees it: named layers, a preprocessing step, parameters.
 
-    ``apply(params, x)`` takes preprocessed inputs and returns ``{layer: activations}`` for
-    every exposed layer. Under ``jax.jit``, layers that an objective does not use are dropped
-    by XLA, so an objective on an early layer pays only for the layers before it.
+    ``apply(params, x, layers=None)`` takes preprocessed inputs and returns
+    ``{layer: activations}`` for the named layers (None: every exposed layer). Adapted linen
+    modules stop their forward pass once the named layers are computed, so an objective on an
+    early layer neither traces nor computes the layers after it.
     """
 
     name: str
@@ -53,9 +54,10 @@ class Model:
     class_names: Sequence[str] | None = None
     _shape_cache: dict = field(default_factory=dict, repr=False)
 
-    def activations(self, images, params=None) -> dict:
-        """Activations of every layer for images in [0, 1], shaped (N, H, W, 3)."""
-        return self.apply(self.params if params is None else params, self.preprocess(images))
+    def activations(self, images, params=None, layers: Sequence[str] | None = None) -> dict:
+        """Activations of ``layers`` (None: every layer) for images in [0, 1], shaped (N, H, W, 3)."""
+        return self.apply(self.params if params is None else params, self.preprocess(images),
+                          layers)
 
     def check_layer(self, layer: str) -> str:
         """Return ``layer`` if the model exposes it, else raise a message listing valid ones."""
@@ -85,9 +87,34 @@ def _pick(found: dict, wanted: tuple, hint: str) -> dict:
     return {k: found[k] for k in wanted}
 
 
+def _requested(layers, exposed: tuple) -> tuple:
+    """The layers one call asks for: ``layers`` in the model's order, or every exposed one."""
+    if layers is None:
+        return exposed
+    unknown = set(layers) - set(exposed)
+    if unknown:
+        raise UnknownLayerError(f"unknown layer(s) {sorted(unknown)}; valid layers: "
+                                f"{', '.join(exposed)}")
+    return tuple(k for k in exposed if k in layers)
+
+
 def _layer_name(path: tuple) -> str:
     parts = [p for p in path if p != "__call__"]
     return "/".join(parts)
+
+
+def _sown(intermediates) -> dict:
+    """``{layer name: last value}`` of a linen ``intermediates`` collection."""
+    flat = traverse_util.flatten_dict(dict(intermediates or {}))
+    return {_layer_name(path): value[-1] for path, value in flat.items()}
+
+
+class _LayersReady(Exception):
+    """Raised inside a linen forward pass once every requested layer has been computed."""
+
+    def __init__(self, found: dict):
+        super().__init__("requested layers computed")
+        self.found = found
 
 
 def from_linen(module, params, layers: Sequence[str], *, name: str | None = None,
@@ -99,18 +126,39 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
     ``"conv1"`` or ``"block/conv"``) or the name of a value the module stores with
     ``self.sow("intermediates", name, x)``.
     """
-    wanted = tuple(layers)
+    exposed = tuple(layers)
+    hint = "a submodule path or a value sown into 'intermediates'"
 
-    def capture(mdl, method_name):
-        return method_name == "__call__" and "/".join(mdl.path) in wanted
+    def apply(p, x, layers=None):
+        wanted = _requested(layers, exposed)
+        found: dict = {}
 
-    def apply(p, x):
-        _, state = module.apply(p, x, capture_intermediates=capture, mutable=["intermediates"])
-        flat = traverse_util.flatten_dict(state.get("intermediates", {}))
-        found = {_layer_name(path): value[-1] for path, value in flat.items()}
-        return _pick(found, wanted, "a submodule path or a value sown into 'intermediates'")
+        def stop_when_ready(next_fun, args, kwargs, context):
+            # Before and after every submodule call, look at what has been computed so far
+            # (submodule outputs, and values sown in between); once every requested layer is
+            # there, leave the forward pass: nothing after it is traced.
+            def check():
+                found.update(_sown(getattr(context.module.scope.root, "_variables", {})
+                                   .get("intermediates")))
+                if all(k in found for k in wanted):
+                    raise _LayersReady(found)
 
-    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
+            check()
+            y = next_fun(*args, **kwargs)
+            if context.method_name == "__call__" and "/".join(context.module.path) in wanted:
+                found["/".join(context.module.path)] = y
+            check()
+            return y
+
+        try:
+            with nn.intercept_methods(stop_when_ready):
+                _, state = module.apply(p, x, mutable=["intermediates"])
+            found.update(_sown(state.get("intermediates")))
+        except _LayersReady:
+            pass
+        return _pick(found, wanted, hint)
+
+    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=exposed,
                  preprocess=preprocess, image_size=image_size, class_names=class_names)
 
 
@@ -137,9 +185,10 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
     from flax import nnx
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    wanted = tuple(layers)
+    exposed = tuple(layers)
 
-    def apply(p, x):
+    def apply(p, x, layers=None):
+        wanted = _requested(layers, exposed)
         net = nnx.merge(graphdef, p, rest)
         _, captured = nnx.capture(net, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
         found = {}
@@ -148,6 +197,6 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
             found[_layer_name(tuple(str(k) for k in path))] = value[-1]
         return _pick(found, wanted, "a submodule attribute or a value sown as nnx.Intermediate")
 
-    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=wanted,
+    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=exposed,
                  preprocess=preprocess, image_size=image_size, class_names=class_names)
 

@@ -1,0 +1,49 @@
+"""The persistent compilation cache: compiled render programs kept on disk and shared by every
+process, so only the first run of a job pays XLA's compile time.
+
+It is on by default, for library calls and the command line alike, as soon as ``featviz`` is
+imported. Location: ``$FEATVIZ_CACHE_DIR``, by default ``~/.cache/featviz/xla`` (under
+``$XDG_CACHE_HOME`` when set). ``FEATVIZ_CACHE_DIR=""`` turns it off. A cache that JAX was
+already told to use (``JAX_COMPILATION_CACHE_DIR`` or ``jax_compilation_cache_dir``) is left
+as it is. JAX decides once per process, at its first compilation, whether a cache is used: set
+these before compiling anything.
+
+A program's cache key is its StableHLO text plus the JAX version, platform and compile
+options; featviz passes the seed, steps, learning rate, channels and network weights as
+arguments, never as constants, so none of them enters the key.
+
+Example:
+    >>> enable_persistent_cache() == cache_dir()   # the directory in use, or None if off
+    True
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+# Programs that compile faster than this are not worth a disk entry (JAX's default is 1 s).
+MIN_COMPILE_SECONDS = 1.0
+
+
+def default_cache_dir() -> str:
+    """``$FEATVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/featviz/xla`` or ``~/.cache/featviz/xla``."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return os.environ.get("FEATVIZ_CACHE_DIR", str(base / "featviz" / "xla"))
+
+
+def enable_persistent_cache() -> str | None:
+    """Point JAX's persistent compilation cache at ``default_cache_dir()`` unless it already
+    has a directory or featviz's is turned off; returns the directory in use (None: off)."""
+    if not jax.config.jax_compilation_cache_dir:
+        path = default_cache_dir()
+        if path:
+            jax.config.update("jax_compilation_cache_dir", path)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    return cache_dir()
+
+
+def cache_dir() -> str | None:
+    """The directory JAX's persistent compilation cache uses now (None: no cache)."""
+    return jax.config.jax_compilation_cache_dir or None
