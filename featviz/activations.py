@@ -27,7 +27,7 @@ from .models.base import Model
 def layer_fn(model: Model, layer: str):
     """Jit-compiled ``(params, images01) -> activations of layer`` for a batch, cached per model."""
     model.check_layer(layer)
-    return jax.jit(lambda params, images: model.activations(images, params)[layer])
+    return jax.jit(lambda params, images: model.activations(images, params, [layer])[layer])
 
 
 def layer_maps(model: Model, image, layer: str, channels: Sequence[int] | None = None) -> np.ndarray:

@@ -76,7 +76,7 @@ def _pick(logits, classes):
 def _input_grad_fn(model: Model):
     """jit((params, images, classes) -> d class score / d images), one score per image."""
     def total_score(params, images, classes):
-        return _pick(model.activations(images, params)[score_layer(model)], classes)[0].sum()
+        return _pick(model.activations(images, params, [score_layer(model)])[score_layer(model)], classes)[0].sum()
     return jax.jit(jax.grad(total_score, argnums=1))
 
 
@@ -185,7 +185,7 @@ PROJECTIONS = ("deconvnet", "guided")
 @lru_cache(maxsize=16)
 def _project_fn(model: Model, layer: str, method: str, reduce: str):
     def unit(params, images, channel):
-        fmap = model.activations(images, params)[layer][..., channel]
+        fmap = model.activations(images, params, [layer])[layer][..., channel]
         return fmap.max() if reduce == "max" else fmap.mean()
 
     def objective(images, params, channel):

@@ -107,7 +107,7 @@ def _unit_grad_fn(model: Model, layer: str):
     """jit((images, params, ys, xs) -> d (sum over channels of unit (ys[i], xs[i]) of image i)
     / d images), with rectifiers passing gradients unchanged so no dead unit hides a pixel."""
     def units(images, params, ys, xs):
-        acts = model.activations(images, params)[layer]
+        acts = model.activations(images, params, [layer])[layer]
         return acts[jnp.arange(len(ys)), ys, xs].sum()
 
     def total(images, params, ys, xs):
@@ -187,7 +187,7 @@ def _batch_top_fn(model: Model, layer: str, k: int):
     """jit((params, images, n_valid, channels) -> per channel the k best (values, flat unit
     indices) over the first n_valid images of the batch)."""
     def run(params, images, n_valid, channels):
-        acts = model.activations(images, params)[layer][..., channels]
+        acts = model.activations(images, params, [layer])[layer][..., channels]
         valid = jnp.arange(acts.shape[0]) < n_valid
         acts = jnp.where(valid[:, None, None, None], acts, -jnp.inf)
         return jax.lax.top_k(acts.reshape(-1, acts.shape[-1]).T, k)

@@ -92,7 +92,7 @@ def _unit_projection_fn(model: Model, layer: str, rule: str):
     """jit((images, params, channel, ys, xs) -> for each image i, the projection of its unit
     (ys[i], xs[i]) of ``channel`` by ``rule`` (see ``featviz.backprop``))."""
     def units(params, images, channel, ys, xs):
-        acts = model.activations(images, params)[layer]
+        acts = model.activations(images, params, [layer])[layer]
         return acts[jnp.arange(len(ys)), ys, xs, channel].sum()
 
     def total(images, params, channel, ys, xs):

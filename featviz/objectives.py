@@ -73,6 +73,14 @@ class Objective:
         return _binary(operator.truediv, as_objective(other), self)
 
 
+def _leaf(value, dtype):
+    """An objective's number as a host array (creating it runs no device program); a JAX
+    array (say, a traced one) stays one."""
+    if isinstance(value, jax.Array):
+        return value.astype(dtype)
+    return np.asarray(value, dtype)
+
+
 def _constant_value(params, acts, image, static):
     return params
 
@@ -81,7 +89,7 @@ def as_objective(x) -> Objective:
     """An objective as is; a number as a constant objective (its value an array leaf)."""
     if isinstance(x, Objective):
         return x
-    return Objective(_constant_value, jnp.asarray(x, jnp.float32), ("constant",))
+    return Objective(_constant_value, _leaf(x, np.float32), ("constant",))
 
 
 def _terms_value(params, acts, image, static):
@@ -138,7 +146,7 @@ def _channel_value(c, acts, image, static):
 
 def channel(layer: str, index) -> Objective:
     """Mean activation of one channel over all positions."""
-    return Objective(_channel_value, jnp.asarray(index, jnp.int32), ("channel", layer), {layer})
+    return Objective(_channel_value, _leaf(index, np.int32), ("channel", layer), {layer})
 
 
 def _neuron_value(params, acts, image, static):
@@ -152,7 +160,7 @@ def _neuron_value(params, acts, image, static):
 
 def neuron(layer: str, index, y: int | None = None, x: int | None = None) -> Objective:
     """Activation of one channel at one spatial position (default: the centre)."""
-    params = tuple(jnp.asarray(-1 if v is None else v, jnp.int32) for v in (index, y, x))
+    params = tuple(_leaf(-1 if v is None else v, np.int32) for v in (index, y, x))
     return Objective(_neuron_value, params, ("neuron", layer), {layer})
 
 
@@ -163,7 +171,7 @@ def _direction_value(vec, acts, image, static):
 
 def direction(layer: str, vector) -> Objective:
     """Mean over positions of the activation vector's dot product with ``vector``."""
-    return Objective(_direction_value, jnp.asarray(vector, jnp.float32), ("direction", layer), {layer})
+    return Objective(_direction_value, _leaf(vector, np.float32), ("direction", layer), {layer})
 
 
 def _class_logit_value(c, acts, image, static):
@@ -172,7 +180,7 @@ def _class_logit_value(c, acts, image, static):
 
 def class_logit(index, layer: str = "logits") -> Objective:
     """One class's logit (pre-softmax score)."""
-    return Objective(_class_logit_value, jnp.asarray(index, jnp.int32), ("class_logit", layer), {layer})
+    return Objective(_class_logit_value, _leaf(index, np.int32), ("class_logit", layer), {layer})
 
 
 def _deepdream_value(params, acts, image, static):
@@ -201,7 +209,7 @@ def _l1_value(constant, acts, image, static):
 
 def l1(constant: float = 0.5) -> Objective:
     """L1 distance of the image from a constant grey."""
-    return Objective(_l1_value, jnp.asarray(constant, jnp.float32), ("l1",))
+    return Objective(_l1_value, _leaf(constant, np.float32), ("l1",))
 
 
 # --- batch-level term ----------------------------------------------------------------------

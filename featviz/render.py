@@ -69,13 +69,14 @@ class RenderResult:
 
 
 @jax.jit
-def _fold_in_all(base, indices):
+def _fold_in_all(seed, indices):
+    base = jax.random.key(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
 
 
 def channel_keys(seed: int, indices: Sequence[int]) -> jax.Array:
     """One PRNG key per channel, derived from the seed and the channel index (not its position)."""
-    return _fold_in_all(jax.random.key(seed), np.asarray(indices, np.uint32))
+    return _fold_in_all(np.uint32(seed), np.asarray(indices, np.uint32))
 
 
 def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformation:
@@ -264,6 +265,9 @@ class Renderer:
                              "optax.inject_hyperparams to vary it per call")
         if not isinstance(objectives, (list, tuple)):
             return self._render_stacked(objectives, keys, **run)
+        forms = {jax.tree_util.tree_structure(o) for o in objectives}
+        if len(forms) == 1:
+            return self._render_stacked(objectives_lib.stack(objectives), keys, **run)
         groups: dict = {}
         for i, o in enumerate(objectives):
             groups.setdefault(jax.tree_util.tree_structure(o), []).append(i)
@@ -276,7 +280,7 @@ class Renderer:
 
     def _state_shapes(self, n: int):
         """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""
-        keys = jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype)
+        keys = jax.ShapeDtypeStruct((n,), jax.eval_shape(lambda: jax.random.key(0)).dtype)
         return jax.eval_shape(self._initial_state, keys)
 
     def _rate_is_data(self) -> bool:

@@ -1,0 +1,109 @@
+"""Compilation: one program per job, none for another seed, step count, learning rate or set
+of channels, and compiled programs found again by a new process in the persistent cache."""
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import featviz
+from featviz import atlas, objectives as obj
+from featviz.render import SEGMENT
+
+
+class CompileLog(logging.Handler):
+    """Names of the programs JAX traces and lowers (compiled, or loaded from the cache)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.programs = []
+
+    def emit(self, record):
+        found = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
+        if found:
+            self.programs.append(found.group(1))
+
+
+@pytest.fixture
+def compilations():
+    log, logger = CompileLog(), logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(log)
+    logger.setLevel(logging.DEBUG)
+    jax.config.update("jax_log_compiles", True)
+    yield log.programs
+    jax.config.update("jax_log_compiles", False)
+    logger.removeHandler(log)
+    logger.setLevel(old_level)
+
+
+def test_atlas_of_a_layer_compiles_one_render_program(lite0, tmp_path, compilations):
+    result = atlas.render_channels(lite0, "blocks_1", range(12), tmp_path / "a", steps=40,
+                                   size=32, chunk_size=4, progress=False)
+    assert len(result.records) == 12
+    assert compilations.count("_segment") == 1, compilations
+    assert set(compilations) <= {"_segment", "_fold_in_all"}, compilations
+
+
+def test_other_steps_seed_lr_channels_compile_nothing(lite0, compilations):
+    renderer = featviz.Renderer(lite0, size=32, steps=8)
+    first = renderer([obj.channel("blocks_1", c) for c in (0, 1)], featviz.channel_keys(0, [0, 1]))
+    compilations.clear()
+    other = renderer([obj.channel("blocks_1", c) for c in (5, 9)], featviz.channel_keys(3, [5, 9]),
+                     steps=45, lr=0.02, redirect_steps=0)
+    assert compilations == [] and renderer.traces == 1
+    assert other.trace.shape == (2, 45) and first.trace.shape == (2, 8)
+    assert not np.array_equal(first.images, other.images)
+
+
+def test_steps_in_segments_equal_one_long_run(tiny_model):
+    """Steps split over program calls continue exactly where the last call stopped."""
+    renderer = featviz.Renderer(tiny_model, size=32)
+    objs, keys = [obj.channel("conv1", 2)], featviz.channel_keys(0, [2])
+    long = renderer(objs, keys, steps=SEGMENT * 2 + 5)
+    again = renderer(objs, keys, steps=SEGMENT * 2 + 5)
+    short = renderer(objs, keys, steps=SEGMENT + 1)
+    np.testing.assert_array_equal(long.images, again.images)
+    np.testing.assert_array_equal(long.trace[:, :SEGMENT + 1], short.trace)
+
+
+def test_learning_rate_is_data_and_changes_the_image(tiny_model):
+    renderer = featviz.Renderer(tiny_model, size=32, steps=8)
+    objs, keys = [obj.channel("conv1", 1)], featviz.channel_keys(0, [1])
+    slow, fast = renderer(objs, keys, lr=0.001), renderer(objs, keys, lr=0.1)
+    assert renderer.traces == 1
+    assert fast.final[0] > slow.final[0]
+
+
+def test_optimizer_with_a_fixed_rate_refuses_a_per_call_rate(tiny_model):
+    import optax
+
+    with pytest.raises(ValueError, match="own learning rate"):
+        featviz.Renderer(tiny_model, size=32, optimizer=optax.adam(0.1), lr=0.2)
+
+
+def _render_in_a_new_process(cache_dir, out, *args):
+    env = dict(os.environ, FEATVIZ_CACHE_DIR=str(cache_dir), JAX_COMPILATION_CACHE_DIR="",
+               JAX_LOG_COMPILES="1")
+    run = subprocess.run([sys.executable, "-m", "featviz", "render", "--layer", "blocks_3",
+                          "--size", "64", "--quiet", "--out", str(out), *args],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stderr
+
+
+def test_persistent_cache_is_hit_by_another_process_with_other_settings(tmp_path):
+    """Nothing run-specific enters the cache key: a second process with another seed, step
+    count, learning rate and channels loads the first one's program."""
+    cache = tmp_path / "cache"
+    first = _render_in_a_new_process(cache, tmp_path / "a", "--channels", "0-3", "--steps", "8")
+    assert "Persistent compilation cache hit for 'jit__segment'" not in first
+    assert any(cache.iterdir())
+    second = _render_in_a_new_process(cache, tmp_path / "b", "--channels", "4-7", "--steps", "40",
+                                      "--seed", "5", "--lr", "0.02")
+    assert "Persistent compilation cache hit for 'jit__segment'" in second
+    assert len(list((tmp_path / "b").glob("*.png"))) == 4
