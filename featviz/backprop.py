@@ -51,6 +51,7 @@ import numpy as np
 from jax.extend.core import Literal, Var
 
 RULES = ("guided", "deconvnet", "linear", "redirected", "unblocked")
+UNBLOCKED_SHARE = 0.01  # of the gradient that the "unblocked" rule passes to inactive units
 _INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
             "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr"}
 
@@ -83,7 +84,8 @@ def _rule_gradient(rule, g, x, lo, hi):
     if rule == "redirected":
         return _redirected(g, x, lo, hi)
     if rule == "unblocked":
-        return jnp.where(_outward(g, x, lo, hi), 0, g)
+        inside = (x > lo) & (x < hi)
+        return jnp.where(inside, g, jnp.where(_outward(g, x, lo, hi), 0, UNBLOCKED_SHARE * g))
     if rule == "plain":
         return jnp.where((x > lo) & (x < hi), g, 0)
     keep = jnp.ones_like(g, bool) if rule == "linear" else g > 0

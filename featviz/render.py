@@ -49,10 +49,24 @@ _COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
 _REFUSED_OPTIONS: set = set()  # platforms whose XLA rejected those options
 
 
+def compiler_options(platform: str) -> dict:
+    """The XLA options featviz compiles its render program with on ``platform``.
+
+    On a GPU, ``FEATVIZ_GPU_AUTOTUNE_LEVEL`` (0-4; XLA's default is 4) sets how much XLA
+    autotunes convolutions and matmuls while compiling, which costs compile time and may
+    gain speed (``benchmarks/bench_end_to_end.py`` measures both).
+    """
+    options = dict(_COMPILER_OPTIONS.get(platform, {}))
+    level = os.environ.get("FEATVIZ_GPU_AUTOTUNE_LEVEL", "")
+    if platform == "gpu" and level.isdigit():
+        options["xla_gpu_autotune_level"] = int(level)
+    return options
+
+
 def compile_lowered(lowered, platform: str):
     """Compile with featviz's options for ``platform``; an XLA that does not know an option
     (older or newer than the one measured) compiles without them."""
-    options = _COMPILER_OPTIONS.get(platform, {})
+    options = compiler_options(platform)
     if options and platform not in _REFUSED_OPTIONS:
         try:
             return lowered.compile(compiler_options=options)
