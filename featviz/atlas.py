@@ -77,31 +77,38 @@ def check_size(model: Model, layer: str, size: int) -> None:
 
 CPU_CHUNK = 8  # fastest image-steps per second on XLA:CPU (benchmarks/RESULTS.md)
 MEMORY_SHARE = 0.8  # of the free accelerator memory that a chunk may fill
+PIPELINE_CANVASES = 16  # image-sized float32 buffers per image outside the network
 
 
-def _value_bytes(jaxpr) -> int:
-    """Bytes of every value a jaxpr computes, those of its sub-programs included."""
+_KEPT_FOR_BACKWARD = ("dot_general", "conv_general_dilated", "custom_vjp_call")
+
+
+def _kept_bytes(jaxpr) -> int:
+    """Bytes of the outputs of a jaxpr's matmuls, convolutions and custom-gradient calls (the
+    values a backward pass keeps; elementwise work between them fuses), sub-programs included."""
     total = 0
     for eqn in jaxpr.eqns:
-        total += sum(v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars
-                     if hasattr(v.aval, "size"))
-        for sub in jaxprs_in_params(eqn.params):
-            total += _value_bytes(sub)
+        if eqn.primitive.name.startswith(_KEPT_FOR_BACKWARD):
+            total += sum(v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars)
+        elif not eqn.primitive.name.startswith("custom_"):
+            total += sum(_kept_bytes(sub) for sub in jaxprs_in_params(eqn.params))
     return total
 
 
 def image_bytes(renderer: Renderer, layer: str) -> int:
-    """An estimate of the device memory one image of a render needs: twice every value of the
-    network's forward pass up to ``layer`` (kept for the backward pass, and the gradients
-    alongside), at the size the transforms hand the network. It is read from the traced
-    program; nothing is compiled."""
+    """An estimate of the device memory one image of a render needs: twice the values the
+    network's forward pass up to ``layer`` keeps for its backward pass (the gradients take
+    about as much), at the size the transforms hand the network, plus ``PIPELINE_CANVASES``
+    canvases for the parameterization, transforms and optimizer. It is read from the traced
+    program; nothing is compiled (on the CPU it came out 1.1-1.5x the compiled programs'
+    footprint for stem, blocks_8 and head)."""
     size = renderer.size
     canvas = jax.eval_shape(renderer.settings.transform, jax.random.key(0),
                             jax.ShapeDtypeStruct((size, size, 3), np.float32)).shape
     x = jax.ShapeDtypeStruct((1,) + tuple(canvas), renderer.compute_dtype)
     forward = jax.make_jaxpr(lambda p, v: renderer.model.apply(p, v, [layer]))(
         renderer.model.params, x)
-    return 2 * _value_bytes(forward.jaxpr)
+    return 2 * _kept_bytes(forward.jaxpr) + PIPELINE_CANVASES * x.size * 4
 
 
 def chunk_sizes(n_channels: int, largest: int, n_devices: int = 1) -> int:

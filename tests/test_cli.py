@@ -1,4 +1,8 @@
-"""The featviz command end to end on the embedded model: outputs, resumption, bad input."""
+"""The featviz command end to end: outputs, resumption, bad input.
+
+One test renders with the real network (EfficientNet-Lite0) and the weights-file tests read its
+file; the tests of files, resuming and mistakes use the zoo's ``tiny`` model (seeded random
+weights), whose render programs compile in well under a second."""
 import json
 import subprocess
 import sys
@@ -14,6 +18,7 @@ from featviz.cli import main
 from featviz.models.efficientnet_lite import default_weights_path
 
 FAST = ["--steps", "8", "--size", "64", "--quiet"]
+TINY = ["--model", "tiny"]
 
 
 def _error_line(capsys):
@@ -48,15 +53,15 @@ def test_render_writes_pngs_and_results(tmp_path, capsys):
 
 def test_atlas_is_resumable_and_never_half_written(tmp_path, monkeypatch, capsys):
     out = tmp_path / "atlas.png"
-    args = ["atlas", "--layer", "blocks_2", "--channels", "0-5", "--chunk", "3", "--out", str(out)] + FAST
+    args = ["atlas", "--layer", "conv2", "--channels", "0-5", "--chunk", "3", "--out", str(out)] + TINY + FAST
     real_call = Renderer._render_stacked
     calls = []
 
-    def interrupted_on_second_chunk(self, objectives, keys):
+    def interrupted_on_second_chunk(self, objectives, keys, **run):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_call(self, objectives, keys)
+        return real_call(self, objectives, keys, **run)
 
     monkeypatch.setattr(Renderer, "_render_stacked", interrupted_on_second_chunk)
     assert main(args) == 130
@@ -66,7 +71,7 @@ def test_atlas_is_resumable_and_never_half_written(tmp_path, monkeypatch, capsys
 
     calls.clear()
     monkeypatch.setattr(Renderer, "_render_stacked",
-                        lambda self, o, k: (calls.append(1), real_call(self, o, k))[1])
+                        lambda self, o, k, **run: (calls.append(1), real_call(self, o, k, **run))[1])
     assert main(args) == 0
     assert len(calls) == 1  # only the missing chunk was rendered
     atlas = np.asarray(Image.open(out))
@@ -75,13 +80,16 @@ def test_atlas_is_resumable_and_never_half_written(tmp_path, monkeypatch, capsys
     assert sorted(summary["objective"], key=int) == [str(c) for c in range(6)]
 
 
-def test_atlas_of_every_layer_resumes_after_a_kill(tmp_path, lite0):
+def test_atlas_of_every_layer_resumes_after_a_kill(tmp_path):
     """``atlas --layer all`` in its own process, killed once the first layer's atlas is out;
     the rerun renders only what is missing and ends with one atlas per layer."""
+    from featviz.models import load_model
+
+    tiny = load_model("tiny")
     out = tmp_path / "net.png"
-    argv = [sys.executable, "-m", "featviz", "atlas", "--layer", "all", "--channels", "0",
-            "--steps", "2", "--size", "64", "--quiet", "--out", str(out)]
-    first = tmp_path / f"net_{lite0.layers[0]}.png"
+    argv = [sys.executable, "-m", "featviz", "atlas", "--model", "tiny", "--layer", "all",
+            "--channels", "0-1", "--steps", "2", "--size", "32", "--quiet", "--out", str(out)]
+    first = tmp_path / f"net_{tiny.layers[0]}.png"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -90,26 +98,26 @@ def test_atlas_of_every_layer_resumes_after_a_kill(tmp_path, lite0):
     assert proc.wait() != 0 and first.exists(), proc.stderr.read().decode()[-2000:]
     assert not list(tmp_path.rglob("*.tmp"))
     done = {p: p.stat().st_mtime_ns for p in tmp_path.glob("net_*_channels/*.png")}
-    assert 0 < len(done) < len(lite0.layers)
+    assert 0 < len(done) < 2 * len(tiny.layers)
 
     finished = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in done} == done  # finished layers were not redone
-    for layer in lite0.layers:
-        assert Image.open(tmp_path / f"net_{layer}_channels" / f"{layer}_0.png").size == (64, 64)
+    for layer in tiny.layers:
+        assert Image.open(tmp_path / f"net_{layer}_channels" / f"{layer}_0.png").size == (32, 32)
         assert Image.open(tmp_path / f"net_{layer}.png").size[0] >= 64
         summary = json.loads((tmp_path / f"net_{layer}.json").read_text())
         assert summary["layer"] == layer and np.isfinite(summary["objective"]["0"])
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["render", "--layer", "nope", "--channels", "0"], "valid layers: stem, blocks_0"),
-    (["render", "--layer", "blocks_8", "--channels", "0-500"], "channels 0-111"),
-    (["render", "--layer", "head", "--channels", "0", "--size", "32"], "too small"),
-    (["render", "--layer", "head", "--channels", "0", "--steps", "0"], "positive"),
+    (["render", "--layer", "nope", "--channels", "0"], "valid layers: conv1, conv2"),
+    (["render", "--layer", "conv2", "--channels", "0-500"], "channels 0-15"),
+    (["render", "--layer", "conv3", "--channels", "0", "--size", "8"], "too small"),
+    (["render", "--layer", "conv3", "--channels", "0", "--steps", "0"], "positive"),
 ])
 def test_render_bad_input(tmp_path, capsys, argv, expected):
-    assert main(argv + ["--out", str(tmp_path), "--quiet"]) == 2
+    assert main(argv + TINY + ["--out", str(tmp_path), "--quiet"]) == 2
     assert expected in _error_line(capsys)
     assert not list(tmp_path.iterdir())
 
@@ -117,9 +125,9 @@ def test_render_bad_input(tmp_path, capsys, argv, expected):
 def test_predict_bad_files(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    assert main(["predict", str(text)]) == 2
+    assert main(["predict", str(text)] + TINY) == 2
     assert "not a readable image" in _error_line(capsys)
-    assert main(["predict", str(tmp_path / "missing.jpg")]) == 2
+    assert main(["predict", str(tmp_path / "missing.jpg")] + TINY) == 2
     assert "no such file" in _error_line(capsys)
 
 
@@ -141,29 +149,33 @@ def test_other_copy_of_weights(tmp_path, capsys):
 
 
 def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
-    """The accelerator branch, exercised on the CPU: a device that reports 1 GiB free gets the
-    number of images whose compiled footprint fits in 80% of it."""
+    """The accelerator branch, exercised on the CPU: a device that reports 1 GiB free gets a
+    chunk sized from the traced network (nothing is compiled to size it), whose compiled
+    program then fits in that memory, and chunks are balanced."""
     import importlib
     import types
 
     import featviz.atlas as atlas
+    from featviz.render import program_bytes
 
     renderer = Renderer(lite0, size=64, steps=2)
     gpu = types.SimpleNamespace(platform="gpu")
     monkeypatch.setattr(Renderer, "devices", property(lambda self: [gpu]))
     for module in (atlas, importlib.import_module("featviz.render")):
         monkeypatch.setattr(module, "free_memory_bytes", lambda device: 2 ** 30)
-    chunk = atlas.auto_chunk_size(renderer, "blocks_8")
-    one = renderer.compiled([atlas.obj.channel("blocks_8", 0)],
-                            atlas.channel_keys(0, [0])).memory_analysis()
-    per_image = one.temp_size_in_bytes + one.output_size_in_bytes + one.argument_size_in_bytes
-    assert chunk == int(0.8 * 2 ** 30 / per_image) and chunk >= 1
+    chunk = atlas.auto_chunk_size(renderer, "blocks_8", 4096)
+    assert renderer.traces == 0  # no probe program
+    objs = [atlas.obj.channel("blocks_8", 0)] * chunk
+    need = program_bytes(renderer.compiled(objs, atlas.channel_keys(0, [0] * chunk)))
+    assert 0.2 * 2 ** 30 < need <= atlas.MEMORY_SHARE * 2 ** 30
+    assert atlas.chunk_sizes(1280, 1000) == 640 and atlas.chunk_sizes(1280, 1280) == 1280
+    assert atlas.chunk_sizes(10, 8, n_devices=4) == 8 and atlas.chunk_sizes(9, 4, 4) == 4
 
 
 def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    for argv in (["render", "--layer", "blocks_3", "--channels", "0", "--out", str(blocker / "sub")],
-                 ["atlas", "--layer", "blocks_3", "--channels", "0", "--out", str(blocker / "a.png")]):
-        assert main(argv + FAST) == 2
+    for argv in (["render", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "sub")],
+                 ["atlas", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "a.png")]):
+        assert main(argv + TINY + FAST) == 2
         assert "cannot write to" in _error_line(capsys)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from .base import Model, UnknownLayerError, from_linen, from_nnx
 from .efficientnet_lite import load_efficientnet_lite
+from .tiny import load_tiny
 from .torch_weights import WeightsFileError
 
-ZOO = {"efficientnet-lite0": load_efficientnet_lite}
+ZOO = {"efficientnet-lite0": load_efficientnet_lite, "tiny": load_tiny}
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
