@@ -61,7 +61,7 @@ def step_flops(model, layer, size, batch):
     renderer = featviz.Renderer(model, size=size, steps=1, redirect_steps=0)
     program = flops(renderer.compiled(objs, keys))
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-    forward = flops(jax.jit(model.activations).lower(images).compile())
+    forward = flops(jax.jit(lambda x: model.activations(x, layers=[layer])).lower(images).compile())
     return program - forward
 
 
