@@ -1,5 +1,7 @@
 """The gallery site end to end: files, resumption, bad input, and a real headless Chromium that
 opens it from disk, follows its links and checks every image loads without console errors.
+The tests build it from the zoo's ``tiny`` model (seeded random weights): they are about files,
+links and resuming, not about what a real network learned.
 
 Chromium is driven over the Chrome DevTools protocol with the ``websockets`` package rather
 than selenium: one small pure-Python dependency, no chromedriver whose version must match the
@@ -25,9 +27,9 @@ from featviz import gallery
 from featviz.cli import main
 from featviz.render import Renderer
 
-LAYERS, CHANNELS = ["blocks_3", "blocks_8"], [0, 1, 2, 3]
-ARGS = ["gallery", "--layers", ",".join(LAYERS), "--channels", "0-3", "--steps", "16",
-        "--size", "64", "--k", "6", "--quiet"]
+LAYERS, CHANNELS = ["conv2", "conv3"], [0, 1, 2, 3]
+ARGS = ["gallery", "--model", "tiny", "--layers", ",".join(LAYERS), "--channels", "0-3",
+        "--steps", "16", "--size", "64", "--k", "6", "--quiet"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -53,7 +55,7 @@ def test_site_files_and_relative_links(site):
         assert not re.search(r"(src|href)=\"(https?:|//|/)", text), page
         for ref in re.findall(r"(?:src|href)=\"([^\"#]+)\"", text):
             assert ref.startswith("data:") or (page.parent / ref).is_file(), (page, ref)
-    patches = json.loads((site / "blocks_3" / "patches.json").read_text())
+    patches = json.loads((site / LAYERS[0] / "patches.json").read_text())
     assert sorted(patches["channels"]) == ["0", "1", "2", "3"]
     assert all(len(rows) == 6 for rows in patches["channels"].values())
 
@@ -61,7 +63,7 @@ def test_site_files_and_relative_links(site):
 def test_rerun_skips_finished_work(site, tmp_path, monkeypatch, capsys):
     out = tmp_path / "site"
     shutil.copytree(site, out)
-    (out / "blocks_8" / "patches" / "2_0.png").unlink()  # as if interrupted in channel 2
+    (out / LAYERS[1] / "patches" / "2_0.png").unlink()  # as if interrupted in channel 2
     searched = []
     real_top = gallery.top_patches
     monkeypatch.setattr(gallery, "top_patches",
@@ -69,12 +71,12 @@ def test_rerun_skips_finished_work(site, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Renderer, "_render_stacked", lambda *a: pytest.fail("re-rendered"))
     assert main(ARGS + ["--out", str(out)]) == 0
     assert searched == [[2]]
-    assert (out / "blocks_8" / "patches" / "2_0.png").is_file()
+    assert (out / LAYERS[1] / "patches" / "2_0.png").is_file()
     assert (out / "index.html").read_text() == (site / "index.html").read_text()
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--layers", "blocks_99"], "unknown layer"),
+    (["--layers", "conv99"], "unknown layer"),
     (["--layers", "logits"], "no spatial map"),
     (["--channels", "0-40"], "out of range"),
     (["--images", "EMPTY"], "no .jpg"),
@@ -187,12 +189,12 @@ def _visit(browser, url: str) -> list[str]:
 
 def test_browser_follows_index_to_atlas_to_channel(site, browser, tmp_path):
     index_links = _visit(browser, (site / "index.html").as_uri())
-    atlas = next(u for u in index_links if u.endswith("blocks_8/index.html"))
+    atlas = next(u for u in index_links if u.endswith(f"{LAYERS[1]}/index.html"))
     atlas_links = _visit(browser, atlas)
-    channel = next(u for u in atlas_links if u.endswith("blocks_8/2.html"))
+    channel = next(u for u in atlas_links if u.endswith(f"{LAYERS[1]}/2.html"))
     channel_links = _visit(browser, channel)
     assert {u.rsplit("/", 2)[-2] + "/" + u.rsplit("/", 1)[-1] for u in channel_links} >= {
-        "blocks_8/index.html", "blocks_8/1.html", "blocks_8/3.html"}
+        f"{LAYERS[1]}/index.html", f"{LAYERS[1]}/1.html", f"{LAYERS[1]}/3.html"}
     n_images = browser.evaluate("document.images.length")
     assert n_images == 1 + 3 * 6  # the visualization, then 6 patches, each with 2 projections
     browser.screenshot(tmp_path / "channel.png")

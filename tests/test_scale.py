@@ -1,4 +1,6 @@
-"""Sharding over simulated devices and several processes (each test runs in a fresh Python)."""
+"""Sharding over simulated devices and several processes (each test runs in a fresh Python), on
+the zoo's ``tiny`` model (seeded random weights): what is tested is the splitting and merging,
+not the network."""
 import os
 import subprocess
 import sys
@@ -7,22 +9,14 @@ import textwrap
 SHARDED = textwrap.dedent("""
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    import jax, numpy as np, flax.linen as nn, jax.numpy as jnp
+    import jax, numpy as np
     import featviz
     from featviz import objectives as obj
     assert len(jax.devices()) == 4
 
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv1")(x))
-            return nn.Dense(3)(x.mean((1, 2)))
-
-    net = Net()
-    model = featviz.from_linen(net, net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))),
-                               ["conv1"], image_size=32)
+    model = featviz.load_model("tiny")
     chans = [0, 1, 2, 3, 4, 5]  # not a multiple of 4: exercises the padding
-    objs = [obj.channel("conv1", c) for c in chans]
+    objs = [obj.channel("conv2", c) for c in chans]
     keys = featviz.channel_keys(0, chans)
     one = featviz.Renderer(model, size=32, steps=10)(objs, keys)
     four = featviz.Renderer(model, size=32, steps=10, devices=jax.devices())(objs, keys)
@@ -57,8 +51,8 @@ def test_two_processes_over_loopback_render_one_atlas(tmp_path):
     from PIL import Image
 
     featviz_cmd = [sys.executable, "-m", "featviz.cli"]
-    common = ["atlas", "--layer", "blocks_2", "--channels", "0-4", "--steps", "4", "--size", "32",
-              "--quiet"]
+    common = ["atlas", "--model", "tiny", "--layer", "conv2", "--channels", "0-4", "--steps", "4",
+              "--size", "32", "--quiet"]
     port = _free_port()
     procs = [subprocess.Popen(featviz_cmd + common + [
         "--out", str(tmp_path / "multi" / "atlas.png"), "--distributed", f"127.0.0.1:{port}",
@@ -77,7 +71,7 @@ def test_two_processes_over_loopback_render_one_atlas(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-1500:]
     for c in range(5):
-        a = np.asarray(Image.open(multi / "atlas_channels" / f"blocks_2_{c}.png"), np.int16)
-        b = np.asarray(Image.open(Path(tmp_path / "one" / "atlas_channels" / f"blocks_2_{c}.png")),
+        a = np.asarray(Image.open(multi / "atlas_channels" / f"conv2_{c}.png"), np.int16)
+        b = np.asarray(Image.open(Path(tmp_path / "one" / "atlas_channels" / f"conv2_{c}.png")),
                        np.int16)
         assert np.abs(a - b).max() <= 1

@@ -1,9 +1,9 @@
 """``tiny``: a small convolutional network with seeded random weights (not pretrained).
 
-It is registered in the zoo like the real networks, so every command accepts
-``--model tiny``; it compiles in well under a second, which makes it the model for smoke tests
-and for trying the tools quickly. Its filters mean nothing: use a pretrained model to see
-what a network learned.
+A seeded random network for smoke tests and for trying the tools quickly. It is registered in
+the zoo like the real networks, so every command accepts ``--model tiny``; it needs no weights
+file and loads in a fraction of a second. Its filters mean nothing: use a pretrained model to
+see what a network learned.
 
 Example:
     >>> model = load_tiny()
@@ -17,6 +17,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .base import Model, from_linen
 from .torch_weights import WeightsFileError
@@ -40,12 +41,24 @@ class TinyCNN(nn.Module):
         return logits
 
 
+def _seeded(shape: jax.ShapeDtypeStruct, rng: np.random.Generator) -> np.ndarray:
+    """He-normal kernels (std sqrt(2 / fan-in)) and small random biases."""
+    if len(shape.shape) == 1:
+        return rng.normal(0.0, 0.1, shape.shape).astype(shape.dtype)
+    fan_in = int(np.prod(shape.shape[:-1]))
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape.shape).astype(shape.dtype)
+
+
 def load_tiny(weights: str | None = None) -> Model:
-    """The tiny network, its weights drawn from ``jax.random.key(0)``."""
+    """The tiny network, its weights drawn from ``numpy.random.default_rng(0)`` in the order of
+    ``TinyCNN().init``'s parameter tree (drawing them with ``jax.random`` would cost seconds of
+    XLA:CPU compilation in every process that loads the model)."""
     if weights is not None:
         raise WeightsFileError("the tiny model has no weights file (its weights are seeded "
                                "random); drop --weights")
     net = TinyCNN()
-    params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(_seeded(s, rng)), shapes)
     return from_linen(net, params, ["conv1", "conv2", "conv3", "head", "logits"], name="tiny",
                       preprocess=lambda x: x * 2 - 1, image_size=32)
