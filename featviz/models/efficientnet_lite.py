@@ -11,13 +11,29 @@ Example:
     (('stem', 'blocks_0', 'blocks_1'), ('head', 'logits'))
     >>> model.layer_shapes(128)["blocks_8"]
     (8, 8, 112)
+
+Convolution kernels: the depthwise convolutions and the stem each come in two equivalent forms
+(equal within float rounding, TF-"SAME" padding in both), picked per platform when the network
+is traced (``conv_kernels``, table ``PLATFORM_KERNELS``):
+
+* ``shifted``: the depthwise conv as k*k shifted multiplies with a hand-written input gradient
+  (``depthwise_conv``), the stem as one matmul over its k*k shifted windows (``patch_conv``).
+  Measured far faster than XLA's own convolutions on XLA:CPU, the CPU default.
+* ``native``: XLA's convolution, ``feature_group_count=C`` for the depthwise conv
+  (``native_depthwise_conv``, ``native_conv``; cuDNN on GPUs). The GPU and TPU default.
+
+The environment variable ``FEATVIZ_CONV_KERNELS=native`` or ``=shifted`` overrides the table
+for both convolutions on every platform (unset or empty: the table). It is read when a program
+is traced, so set it before the first call (a program already traced keeps its choice);
+``benchmarks/bench_depthwise.py`` times both forms, alone and in the whole network.
 """
 from __future__ import annotations
 
 import math
+import os
 import re
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -133,8 +149,66 @@ def patch_conv(x, kernel, stride: int):
     return patches @ kernel.reshape(k * k * c_in, c_out)
 
 
+def native_conv(x, kernel, stride: int, groups: int = 1):
+    """TF-"SAME" convolution of NHWC ``x`` (any leading axes) with an HWIO ``kernel``, by XLA's
+    own convolution (cuDNN on GPUs), padded as ``_same_pads`` pads the shifted forms."""
+    dtype = jnp.result_type(x, kernel)  # the promotion the shifted forms' products apply
+    lead, (h, w) = x.shape[:-3], x.shape[-3:-1]
+    k = kernel.shape[0]
+    y = jax.lax.conv_general_dilated(
+        x.reshape((-1,) + x.shape[-3:]).astype(dtype), kernel.astype(dtype), (stride, stride),
+        [_same_pads(h, k, stride), _same_pads(w, k, stride)],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    return y.reshape(lead + y.shape[1:])
+
+
+def native_depthwise_conv(x, kernel, stride: int):
+    """``depthwise_conv`` (a (k, k, C) kernel) as XLA's grouped convolution, autodiff's
+    gradients."""
+    return native_conv(x, kernel[:, :, None, :], stride, groups=kernel.shape[-1])
+
+
+KERNELS = {"shifted": (depthwise_conv, patch_conv),
+           "native": (native_depthwise_conv, native_conv)}
+KERNELS_ENV = "FEATVIZ_CONV_KERNELS"
+# Form of (depthwise conv, stem) per platform, as JAX names platforms ("cpu", "gpu", "tpu").
+PLATFORM_KERNELS = {
+    # Measured (benchmarks/bench_depthwise.py, 2-core CPU, batch 8, float32): XLA:CPU's grouped
+    # conv is 20-130x slower than the shifted form (50x summed over Lite0's blocks), its stem
+    # 1.6x slower than the patch matmul; the network to ``head`` (forward + input gradient)
+    # 12x slower with native depthwise convs, 1.2x with a native stem.
+    "cpu": ("shifted", "shifted"),
+    # Not measured yet: cuDNN's convolutions are assumed faster. To be confirmed (or changed,
+    # for either convolution) by benchmarks/bench_depthwise.py on a GPU.
+    "gpu": ("native", "native"),
+    "tpu": ("native", "native"),
+}
+
+
+def conv_kernels(platform: str) -> tuple[Callable, Callable]:
+    """The (depthwise conv, stem conv) functions for ``platform``: ``$FEATVIZ_CONV_KERNELS``
+    (``native`` or ``shifted``) if set, else ``PLATFORM_KERNELS`` (native where not listed)."""
+    forced = os.environ.get(KERNELS_ENV, "").strip().lower()
+    if forced and forced not in KERNELS:
+        raise ValueError(f"{KERNELS_ENV}={forced!r}: use one of {', '.join(KERNELS)} (or unset)")
+    default = ("native", "native")
+    depthwise, stem = (forced, forced) if forced else PLATFORM_KERNELS.get(platform, default)
+    return KERNELS[depthwise][0], KERNELS[stem][1]
+
+
+def _platform(x) -> str:
+    """The platform ``x`` is computed on, as far as tracing tells: that of the mesh it is sharded
+    over (the renderer's ``devices=``), else JAX's default backend."""
+    try:
+        device = jax.typeof(x).sharding.mesh.abstract_device
+    except AttributeError:  # an older JAX, or no mesh information
+        device = None
+    return device.platform if device is not None else jax.default_backend()
+
+
 class Conv(nn.Module):
-    """TF-"SAME" convolution plus bias; ``depthwise`` convolves each channel on its own."""
+    """TF-"SAME" convolution plus bias; ``depthwise`` convolves each channel on its own. The
+    implementation is chosen for the platform at trace time (``conv_kernels``)."""
 
     features: int
     kernel_size: int
@@ -147,7 +221,8 @@ class Conv(nn.Module):
         shape = (k, k, self.features) if self.depthwise else (k, k, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        conv = depthwise_conv if self.depthwise else patch_conv
+        depthwise, stem = conv_kernels(_platform(x))
+        conv = depthwise if self.depthwise else stem
         return conv(x, kernel, self.stride) + bias
 
 
