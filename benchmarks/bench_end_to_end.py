@@ -5,7 +5,8 @@ lucent side by side in one run, for the jobs people run interactively. Prints JS
     python benchmarks/bench_end_to_end.py --jobs head1280x512   # all of head at 512 steps (GPU)
 
 Each featviz run is a new process (``python -m featviz``): "cold" with a new, empty
-compilation cache, "warm" with the cache the cold run filled. lucent runs through
+compilation cache, "warm" with the cache the cold run filled and another seed (steps, seed,
+learning rate and channels are data, so the warm run loads the cold run's program). lucent runs through
 shared/peers/lucent (set up by its setup.sh); with --featviz-only it is skipped. Compile,
 compute and write seconds come from featviz's results.json; FLOP utilization is XLA's count of
 one ascent step times the image-steps, over the compute seconds and the measured matmul peak.
@@ -43,15 +44,14 @@ def timed(argv, env=None) -> float:
     return seconds
 
 
-def featviz_run(job: str, cache: Path, out: Path, extra_env: dict) -> dict:
+def featviz_run(job: str, cache: Path, out: Path, seed: int) -> dict:
     layer, n, steps, atlas = JOBS[job]
     common = ["--layer", layer, "--channels", f"0-{n - 1}", "--steps", str(steps),
-              "--size", str(SIZE), "--quiet"]
+              "--size", str(SIZE), "--seed", str(seed), "--quiet"]
     argv = [sys.executable, "-m", "featviz"] + (
         ["atlas"] + common + ["--out", str(out / "atlas.png")] if atlas
         else ["render"] + common + ["--out", str(out)])
-    env = dict(os.environ, FEATVIZ_CACHE_DIR=str(cache), JAX_COMPILATION_CACHE_DIR="",
-               **extra_env)
+    env = dict(os.environ, FEATVIZ_CACHE_DIR=str(cache), JAX_COMPILATION_CACHE_DIR="")
     wall = timed(argv, env)
     results = json.loads(((out / "atlas_channels") if atlas else out).joinpath("results.json")
                          .read_text())
@@ -95,8 +95,8 @@ def main() -> None:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
-                runs["featviz_cold"].append(featviz_run(job, tmp / "cache", tmp / "cold", {}))
-                runs["featviz_warm"].append(featviz_run(job, tmp / "cache", tmp / "warm", {}))
+                runs["featviz_cold"].append(featviz_run(job, tmp / "cache", tmp / "cold", seed=0))
+                runs["featviz_warm"].append(featviz_run(job, tmp / "cache", tmp / "warm", seed=1))
                 if not args.featviz_only:
                     try:
                         runs["lucent"].append({"wall_s": round(lucent_run(job, tmp / "lucent"), 2)})

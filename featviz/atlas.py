@@ -65,7 +65,7 @@ def parse_channels(spec: str | None, n_channels: int) -> list[int]:
 
 def check_size(model: Model, layer: str, size: int) -> None:
     """Raise ``SizeError`` unless a ``size`` px image gives ``layer`` a map of at least 2 x 2."""
-    shape = model.layer_shapes(model.image_size)[model.check_layer(layer)]
+    shape = model.layer_shape(model.check_layer(layer))
     if len(shape) < 3:
         return
     stride = max(1, round(model.image_size / shape[0]))

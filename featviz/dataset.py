@@ -131,7 +131,7 @@ def receptive_field(model: Model, layer: str, size: int, max_side: int = 2048) -
     model.check_layer(layer)
     side, at_size = size, None
     while True:
-        shape = model.layer_shapes(side)[layer]
+        shape = model.layer_shape(layer, side)
         if len(shape) != 3:
             raise ValueError(f"layer {layer!r} has no spatial map; pick a convolutional layer")
         c = (shape[0] - 1) // 2
@@ -209,7 +209,7 @@ def top_patches(model: Model, images: Iterable[tuple[str, np.ndarray]], layer: s
     patches."""
     channels = [int(c) for c in channels]
     field = receptive_field(model, layer, size)
-    h, w = model.layer_shapes(size)[layer][:2]
+    h, w = model.layer_shape(layer, size)[:2]
     k_batch = min(k, batch * h * w)
     fn = _batch_top_fn(model, layer, k_batch)
     best_vals = np.full((len(channels), 0), -np.inf, np.float32)

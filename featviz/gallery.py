@@ -206,7 +206,7 @@ def _index_page(model: Model, layers: dict, steps: int, size: int) -> str:
 
 
 def _check_layer(model: Model, layer: str, size: int) -> None:
-    if len(model.layer_shapes(model.image_size)[model.check_layer(layer)]) != 3:
+    if len(model.layer_shape(model.check_layer(layer))) != 3:
         raise UnknownLayerError(f"layer {layer!r} has no spatial map; the gallery needs "
                                 "convolutional layers such as blocks_3")
     check_size(model, layer, size)

@@ -217,8 +217,7 @@ class Renderer:
         values = jax.vmap(lambda o, a, img: o(a, img))(objectives, acts, images)
         return values, acts
 
-    def _initial_state(self, keys):
-        init_keys = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
+    def _initial_state(self, init_keys):
         params = jax.vmap(self.settings.param.init)(init_keys)
         return params, jax.vmap(self.settings.optimizer.init)(params)
 
@@ -228,9 +227,9 @@ class Renderer:
         and the images with their untransformed objective."""
         self.traces += 1
         settings = self.settings
-        step_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+        init_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
         state = jax.tree_util.tree_map(lambda fresh, s: jnp.where(start == 0, fresh, s),
-                                       self._initial_state(keys), state)
+                                       self._initial_state(init_keys), state)
         params, opt_state = state[0], _with_learning_rate(state[1], lr)
 
         def loss(p, keys_now, redirect):

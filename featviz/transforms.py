@@ -43,7 +43,7 @@ def jitter(d: int) -> Transform:
     """Random crop that is ``d`` pixels smaller in each dimension (a random shift of 0..d)."""
 
     def apply(key, img):
-        return _crop(img, jax.random.randint(key, (2,), 0, d + 1), d)
+        return _crop(img, _below(key, (d + 1, d + 1)), d)
 
     return apply
 
@@ -158,8 +158,16 @@ def _rotation(radians):
     return jnp.array([[cos, sin], [-sin, cos]])
 
 
+def _below(key, limits: Sequence[int]) -> jax.Array:
+    """One random integer in [0, limit) per limit, uniform, from a single draw of the key (one
+    threefry call, where ``jax.random.randint`` makes three: each costs compile time)."""
+    limits = np.asarray(limits, np.int32)
+    drawn = (jax.random.uniform(key, limits.shape) * limits).astype(jnp.int32)
+    return jnp.minimum(drawn, limits - 1)
+
+
 def _choices(values, key):
-    return jax.random.choice(key, jnp.asarray(values, jnp.float32))
+    return jnp.asarray(values, jnp.float32)[_below(key, [len(values)])[0]]
 
 
 def random_scale(scales: Sequence[float], fill: float = 0.5) -> Transform:
@@ -185,9 +193,9 @@ def random_scale_rotate(scales: Sequence[float], degrees: Sequence[float],
     reach = _reach(max(scales), radians)
 
     def apply(key, img):
-        k_scale, k_rot = jax.random.split(key)
-        return _warp(img, _rotation(_choices(radians, k_rot)) / _choices(scales, k_scale),
-                     reach, fill)
+        i_scale, i_rot = _below(key, (len(scales), len(radians)))
+        scale = jnp.asarray(scales, jnp.float32)[i_scale]
+        return _warp(img, _rotation(jnp.asarray(radians)[i_rot]) / scale, reach, fill)
 
     return apply
 

@@ -20,11 +20,24 @@ class TinyCNN(nn.Module):
         return nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
 
 
+LONGEST_FIRST = ("test_notebooks.py", "test_docs.py::test_readme")
+
+
+def pytest_collection_modifyitems(items):
+    """The longest tests (each a fresh kernel or many programs) start first, so that the
+    workers of ``pytest -n`` finish together."""
+    items.sort(key=lambda item: not any(s in item.nodeid for s in LONGEST_FIRST))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """One persistent XLA cache for this test run (its processes included), empty at the start:
     a program that several tests compile is compiled once, as for a user of the CLI."""
-    path = str(tmp_path_factory.mktemp("xla-cache"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers of one run share their cache
+        root = root.parent
+    path = str(root / "xla-cache")
+    os.makedirs(path, exist_ok=True)
     os.environ["FEATVIZ_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

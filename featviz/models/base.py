@@ -74,9 +74,21 @@ class Model:
             self._shape_cache[size] = {k: tuple(shapes[k].shape[1:]) for k in self.layers}
         return self._shape_cache[size]
 
+    def layer_shape(self, layer: str, size: int | None = None) -> tuple:
+        """Activation shape of one layer (without the batch axis) for a ``size`` x ``size``
+        input (default: the model's own size); traces the network only up to that layer."""
+        size = size or self.image_size
+        if size in self._shape_cache:
+            return self._shape_cache[size][self.check_layer(layer)]
+        if (layer, size) not in self._shape_cache:
+            x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+            shape = jax.eval_shape(lambda v: self.activations(v, layers=[layer]), x)[layer].shape
+            self._shape_cache[layer, size] = tuple(shape[1:])
+        return self._shape_cache[layer, size]
+
     def channels(self, layer: str, size: int | None = None) -> int:
         """Number of channels of ``layer`` (its last axis)."""
-        return self.layer_shapes(size or self.image_size)[self.check_layer(layer)][-1]
+        return self.layer_shape(self.check_layer(layer), size)[-1]
 
 
 def _pick(found: dict, wanted: tuple, hint: str) -> dict:

@@ -325,7 +325,7 @@ def _unflatten(flat):
         node = tree
         for k in path[:-1]:
             node = node.setdefault(k, {})
-        node[path[-1]] = jnp.asarray(v)
+        node[path[-1]] = jax.device_put(v)
     return tree
 
 

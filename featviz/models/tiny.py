@@ -59,6 +59,6 @@ def load_tiny(weights: str | None = None) -> Model:
     net = TinyCNN()
     shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: jnp.asarray(_seeded(s, rng)), shapes)
+    params = jax.tree.map(lambda s: jax.device_put(_seeded(s, rng)), shapes)
     return from_linen(net, params, ["conv1", "conv2", "conv3", "head", "logits"], name="tiny",
                       preprocess=lambda x: x * 2 - 1, image_size=32)
