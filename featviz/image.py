@@ -67,11 +67,30 @@ def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
     return np.asarray(canvas)
 
 
+def _current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (setting it to
+    read it back would race with threads creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path, write, mode: str) -> Path:
+    """Write through a temporary file renamed over ``path``, so that no reader ever sees half a
+    file; the file gets the permissions any new file gets (0666 less the umask), not
+    ``mkstemp``'s private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)

@@ -5,6 +5,7 @@ file; the tests of files, resuming and mistakes use the zoo's ``tiny`` model (se
 weights): it loads in half a second and has 5 layers, its deepest render program compiles in
 about half the time of Lite0's."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,17 @@ def test_render_writes_pngs_and_results(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["channels"]) == {"0", "1", "5"} and results["seconds"] > 0
     assert all(np.isfinite(r["objective"]) for r in results["channels"].values())
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        assert main(["atlas", "--layer", "conv2", "--channels", "0-1", "--out",
+                     str(tmp_path / "atlas.png")] + TINY + FAST) == 0
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.rglob("*") if p.is_file()}
+    assert len(modes) >= 5 and set(modes.values()) == {0o640}, modes
 
 
 def test_atlas_is_resumable_and_never_half_written(tmp_path, monkeypatch, capsys):

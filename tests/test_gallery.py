@@ -12,6 +12,7 @@ docs/gallery_index.png and docs/gallery_channel.png.
 """
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -36,8 +37,17 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    assert main(ARGS + ["--out", str(out)]) == 0
+    umask = os.umask(0o022)  # a web server's usual setting
+    try:
+        assert main(ARGS + ["--out", str(out)]) == 0
+    finally:
+        os.umask(umask)
     return out
+
+
+def test_every_site_file_is_readable_by_group_and_others(site):
+    modes = {p.relative_to(site): p.stat().st_mode & 0o777 for p in site.rglob("*") if p.is_file()}
+    assert len(modes) > 10 and set(modes.values()) == {0o644}, modes
 
 
 def _error_line(capsys):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from featviz.models.efficientnet_lite import default_weights_path
-from featviz.models.torch_weights import LEGACY_MAGIC, WeightsFileError, read_state_dict
+from featviz.models.torch_weights import (_STORAGE_DTYPES, LEGACY_MAGIC, WeightsFileError,
+                                          read_state_dict)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +61,12 @@ def test_refuses_code_in_zip_pickle(tmp_path):
     assert not os.path.exists("/tmp/featviz-pwned")
 
 
-def _torch_zip_pickle(monkeypatch, tensor_args):
+def _torch_zip_pickle(monkeypatch, tensor_args, storage_type="FloatStorage"):
     """Pickle {"w": tensor} the way torch.save does, using stand-ins for torch's names."""
     import types
 
     torch_mod, utils_mod = types.ModuleType("torch"), types.ModuleType("torch._utils")
-    storage_cls = type("FloatStorage", (), {"__module__": "torch"})
+    storage_cls = type(storage_type, (), {"__module__": "torch"})
     storage = object()
 
     def _rebuild_tensor_v2(*args):
@@ -73,7 +74,8 @@ def _torch_zip_pickle(monkeypatch, tensor_args):
 
     _rebuild_tensor_v2.__module__ = "torch._utils"
     _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
-    torch_mod.FloatStorage, utils_mod._rebuild_tensor_v2 = storage_cls, _rebuild_tensor_v2
+    setattr(torch_mod, storage_type, storage_cls)
+    utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2
     monkeypatch.setitem(sys.modules, "torch", torch_mod)
     monkeypatch.setitem(sys.modules, "torch._utils", utils_mod)
 
@@ -110,6 +112,59 @@ def test_refuses_tensor_outside_its_storage(tmp_path, monkeypatch):
         z.writestr("archive/data/0", np.arange(6, dtype="<f4").tobytes())
     with pytest.raises(WeightsFileError, match="past its storage"):
         read_state_dict(path)
+
+
+def _zip_file(path, payload, storage_bytes):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+        z.writestr("archive/data/0", storage_bytes)
+    return path
+
+
+def test_negative_offset_is_refused_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """A crafted file whose tensor starts before its storage (offset -900) once read 900 floats
+    from outside the file; it is refused with one line and exit status 2."""
+    from featviz.cli import main
+    payload = _torch_zip_pickle(monkeypatch, (-900, (900,), (1,), False, collections.OrderedDict()))
+    path = _zip_file(tmp_path / "evil.pth", payload, np.zeros(6, "<f4").tobytes())
+    assert main(["predict", "--weights", str(path), str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "negative" in err
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tampered_views_never_read_outside_the_file(tmp_path, monkeypatch, seed):
+    """Random storage types, offsets, sizes, strides and storage lengths: every tensor read is
+    either refused or equal to numpy's view of the file's own bytes."""
+    rng = np.random.default_rng(seed)
+    read = 0
+    for i in range(60):
+        storage_type, dtype = list(_STORAGE_DTYPES.items())[rng.integers(len(_STORAGE_DTYPES))]
+        ndim = int(rng.integers(1, 4))
+        size = tuple(int(v) for v in rng.integers(-2, 9, ndim))
+        stride = tuple(int(v) for v in rng.integers(-3, 12, ndim))
+        offset = int(rng.integers(-100, 80))
+        raw = rng.bytes(int(rng.integers(0, 300)))  # may be shorter than the tensor, or ragged
+        payload = _torch_zip_pickle(monkeypatch, (offset, size, stride, False,
+                                                  collections.OrderedDict()), storage_type)
+        path = _zip_file(tmp_path / f"t{i}.pt", payload, raw)
+        try:
+            w = read_state_dict(path)["w"]
+        except WeightsFileError:
+            continue
+        data = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        assert offset >= 0 and min(size + stride) >= 0, (offset, size, stride)
+        if 0 in size:
+            assert w.shape == size
+            read += 1
+            continue
+        assert last < data.size, (offset, size, stride, data.size)
+        expected = np.lib.stride_tricks.as_strided(data[offset:], size,
+                                                   [data.itemsize * s for s in stride])
+        assert w.shape == size and w.tobytes() == np.ascontiguousarray(expected).tobytes()
+        read += 1
+    assert read >= 2  # the valid views among them were read, not all refused
 
 
 def test_truncated_and_garbage_files(tmp_path):

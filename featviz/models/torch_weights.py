@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -56,7 +57,8 @@ class _TensorRef:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    return _TensorRef(storage, int(offset), tuple(size), tuple(stride))
+    as_tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+    return _TensorRef(storage, offset, as_tuple(size), as_tuple(stride))
 
 
 _ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
@@ -95,16 +97,33 @@ def _load_pickle(file, allow_globals=True):
         raise WeightsFileError(f"not a PyTorch weights file ({type(err).__name__}: {err})") from None
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _checked_view(ref: _TensorRef, base: np.ndarray) -> np.ndarray:
+    """The tensor ``ref`` describes, copied out of its storage ``base``; refused (nothing read)
+    unless its offset, sizes and strides are non-negative integers that keep every element
+    inside the storage."""
+    shape_ok = (isinstance(ref.size, tuple) and isinstance(ref.stride, tuple)
+                and len(ref.size) == len(ref.stride) and all(map(_is_count, ref.size + ref.stride)))
+    if not (_is_count(ref.offset) and shape_ok):
+        raise WeightsFileError("refused to load: a tensor has a negative or non-integer offset, "
+                               "size or stride")
+    if math.prod(ref.size) == 0:
+        return np.zeros(ref.size, base.dtype)
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+    if last >= base.size:
+        raise WeightsFileError("refused to load: a tensor reaches past its storage")
+    view = np.lib.stride_tricks.as_strided(base[ref.offset:], ref.size,
+                                           tuple(s * base.itemsize for s in ref.stride),
+                                           writeable=False)
+    return np.array(view)
+
+
 def _materialize(obj, storages: dict[str, np.ndarray]):
     if isinstance(obj, _TensorRef):
-        base = storages[obj.storage.key]
-        if obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride)) >= max(base.size, 1) \
-                and np.prod(obj.size) > 0:
-            raise WeightsFileError("refused to load: a tensor reaches past its storage")
-        item = base.itemsize
-        view = np.lib.stride_tricks.as_strided(base[obj.offset:], obj.size,
-                                               tuple(s * item for s in obj.stride))
-        return np.array(view)
+        return _checked_view(obj, storages[obj.storage.key])
     if isinstance(obj, dict):
         return {k: _materialize(v, storages) for k, v in obj.items()}
     return obj
