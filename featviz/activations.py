@@ -32,10 +32,8 @@ def layer_fn(model: Model, layer: str):
 
 def layer_maps(model: Model, image, layer: str, channels: Sequence[int] | None = None) -> np.ndarray:
     """Activation maps (C, h, w) of ``layer`` for one (H, W, 3) image in [0, 1]."""
+    model.spatial_layer(layer)
     acts = np.asarray(layer_fn(model, layer)(model.params, np.asarray(image, np.float32)[None]))[0]
-    if acts.ndim != 3:
-        raise ValueError(f"layer {layer!r} has no spatial map (shape {acts.shape}); "
-                         "pick a convolutional layer")
     maps = np.moveaxis(acts, -1, 0)
     return maps if channels is None else maps[list(channels)]
 

@@ -38,6 +38,10 @@ class ClassIndexError(ValueError):
     """A class id the model does not have."""
 
 
+class ClassifierError(ValueError):
+    """CAM asked of a layer or model it does not apply to."""
+
+
 def score_layer(model: Model) -> str:
     """The model's last layer without a spatial map (the class logits)."""
     shapes = model.layer_shapes(model.image_size)
@@ -151,11 +155,9 @@ def gradcam(model: Model, images, layer: str | None = None, class_idx=None) -> n
     their spatially averaged score gradients, upsampled bilinearly to the image size.
     ``layer`` defaults to the last layer with a spatial map."""
     images = np.asarray(images, np.float32)
-    layer = model.check_layer(layer or last_spatial_layer(model))
+    layer = model.spatial_layer(layer or last_spatial_layer(model))
     classes = _classes(model, class_idx, len(images))
     acts, grads, _ = _layer_and_grad_fn(model, layer)(model.params, images, classes)
-    if acts.ndim != 4:
-        raise ValueError(f"layer {layer!r} has no spatial map; pick a convolutional layer")
     weights = grads.mean(axis=(1, 2), keepdims=True)
     return _upsample(jax.nn.relu((acts * weights).sum(-1)), images.shape[1:3])
 
@@ -167,12 +169,17 @@ def cam(model: Model, images, class_idx=None, layer: str | None = None,
     ``fc_kernel`` (C, classes); by default ``model.params['params']['fc']['kernel']``, the
     embedded EfficientNet's. ReLU of the class's kernel-weighted channel sum, upsampled."""
     images = np.asarray(images, np.float32)
-    layer = model.check_layer(layer or last_spatial_layer(model))
+    last = last_spatial_layer(model)
+    if model.spatial_layer(layer or last) != last:
+        raise ClassifierError(f"CAM reads the layer that feeds the classifier ({last}), not "
+                              f"{layer}; use Grad-CAM for other layers")
+    layer = last
     if fc_kernel is None:
         try:
             fc_kernel = model.params["params"]["fc"]["kernel"]
         except (KeyError, TypeError):
-            raise ValueError("CAM needs the final Dense kernel; pass fc_kernel=") from None
+            raise ClassifierError(f"model {model.name} has no final Dense layer named 'fc' for "
+                                  "CAM; use Grad-CAM, or pass fc_kernel=") from None
     classes = _classes(model, class_idx, len(images))
     acts, _, used = _layer_and_grad_fn(model, layer)(model.params, images, classes)
     weights = jnp.asarray(fc_kernel).T[used]  # (N, C)

@@ -150,8 +150,8 @@ def _eval(jaxpr, consts, args, rule, taps, on):
     def read(atom):
         return atom.val if isinstance(atom, Literal) else env[atom]
 
-    def write(var, value):
-        env[var] = value + taps[var] if var in taps else value
+    def write(var, value, tap=True):
+        env[var] = value + taps[var] if tap and var in taps else value
 
     for var, value in zip(jaxpr.constvars, consts):
         write(var, value)
@@ -162,6 +162,9 @@ def _eval(jaxpr, consts, args, rule, taps, on):
         found = _rectifier(eqn, invals, rectified) if rule is not None else None
         key = _INLINED.get(eqn.primitive.name)
         sub = eqn.params[key] if key else None
+        tapped_inside = {inner: taps[outer] for outer, inner in
+                         zip(eqn.outvars, sub.jaxpr.outvars if sub is not None else ())
+                         if outer in taps and isinstance(inner, Var)}
         if found is not None:
             x, lo, hi = found
             if isinstance(on, (bool, np.bool_)):  # known now: no switch in the program
@@ -170,15 +173,19 @@ def _eval(jaxpr, consts, args, rule, taps, on):
                 rules, switch = (rule, "plain"), on
             outs = [_rectify(rules, x, jnp.asarray(lo, x.dtype), jnp.asarray(hi, x.dtype), switch)]
             flags = [True]
-        elif sub is not None and (eqn.primitive.name != "custom_jvp_call"
+        elif sub is not None and (eqn.primitive.name != "custom_jvp_call" or tapped_inside
                                   or (rule is not None and _has_rectifier(sub.jaxpr))):
-            outs, flags = _eval(sub.jaxpr, sub.consts, invals, rule, {}, on)
+            # a tapped output of a call is tapped where the call computes it, so that what the
+            # call computes from it sees the change too
+            outs, flags = _eval(sub.jaxpr, sub.consts, invals, rule, tapped_inside, on)
         else:
             outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
             flags = [False] * len(outs)
+        moved = {outer for outer, inner in zip(eqn.outvars, sub.jaxpr.outvars)
+                 if inner in tapped_inside} if tapped_inside else set()
         for var, value, flag in zip(eqn.outvars, outs, flags):
-            write(var, value)
+            write(var, value, tap=var not in moved)
             if flag:
                 rectified.add(var)
     outvars = jaxpr.outvars

@@ -24,7 +24,7 @@ from .dataset import DatasetError, iter_images, patch_grid, sample_photos, top_p
 from .image import load_image, save_npy, save_png, to_uint8, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
 
-USER_ERRORS = (attr.ClassIndexError, DatasetError)
+USER_ERRORS = (attr.ClassIndexError, attr.ClassifierError, DatasetError)
 
 
 def _setup(args):
@@ -58,10 +58,7 @@ def cmd_activations(args):
 
 
 def cmd_top_patches(args):
-    from .cli import UsageError, _model
-    for name in ("k", "batch"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be a positive number, not {getattr(args, name)}")
+    from .cli import _model
     model = _model(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
     def skipped(path, err):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -182,17 +183,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_numbers(args):
-    for name in ("steps", "size", "top", "chunk", "columns"):
+# Every numeric option of every command: (lowest, highest) allowed; None is unbounded. "lr"
+# must also be finite and above zero.
+OPTION_RANGES = {
+    "steps": (1, 1_000_000), "size": (16, 4096), "seed": (0, 2**32 - 1), "lr": (0, 100),
+    "chunk": (1, None), "columns": (1, None), "top": (1, None), "k": (1, 10_000),
+    "batch": (1, None), "samples": (1, 10_000), "channel": (0, None), "class_id": (0, None),
+    "num_processes": (1, None), "process_id": (0, None),
+}
+
+
+def check_options(args) -> None:
+    """Raise ``UsageError`` for the first numeric option outside ``OPTION_RANGES``."""
+    for name, (lowest, highest) in OPTION_RANGES.items():
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name} must be a positive number, not {value}")
+        if value is None:
+            continue
+        flag = "--class" if name == "class_id" else "--" + name.replace("_", "-")
+        if name == "lr":
+            if not (math.isfinite(value) and lowest < value <= highest):
+                raise UsageError(f"{flag} must be a finite number above {lowest} and at most "
+                                 f"{highest}, not {value}")
+        elif value < lowest or (highest is not None and value > highest):
+            bounds = f"from {lowest} to {highest}" if highest is not None else f"at least {lowest}"
+            raise UsageError(f"{flag} must be {bounds}, not {value}")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _check_numbers(args)
+        check_options(args)
         if getattr(args, "distributed", None):  # before anything touches a JAX backend
             from . import distributed
             distributed.initialize(args.distributed, args.num_processes, args.process_id)
@@ -203,6 +223,12 @@ def main(argv=None) -> int:
     except OSError as err:  # a file system refusal met mid-way (disk full, permissions)
         print(f"featviz: error: cannot write {err.filename or 'a file'} ({err.strerror}); "
               "check the output path and free space", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - only running out of memory is turned into a line
+        if "RESOURCE_EXHAUSTED" not in str(err) and not isinstance(err, MemoryError):
+            raise
+        print("featviz: error: out of memory for this job; use a smaller --size, --chunk or "
+              "--batch", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("featviz: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)

@@ -131,9 +131,7 @@ def receptive_field(model: Model, layer: str, size: int, max_side: int = 2048) -
     model.check_layer(layer)
     side, at_size = size, None
     while True:
-        shape = model.layer_shape(layer, side)
-        if len(shape) != 3:
-            raise ValueError(f"layer {layer!r} has no spatial map; pick a convolutional layer")
+        shape = model.layer_shape(model.spatial_layer(layer), side)
         c = (shape[0] - 1) // 2
         boxes = _boxes(model, layer, side, [c, c + 1]) if shape[0] > 1 else []
         at_size = at_size or (c, boxes)

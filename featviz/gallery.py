@@ -37,7 +37,7 @@ from .attribution import gradient_image
 from .dataset import DatasetError, crop, iter_images, sample_photos, square_resize, top_patches
 from .image import save_png, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
-from .models.base import Model, UnknownLayerError
+from .models.base import Model
 
 Photos = Callable[[], Iterator[tuple[str, np.ndarray]]]
 
@@ -206,10 +206,7 @@ def _index_page(model: Model, layers: dict, steps: int, size: int) -> str:
 
 
 def _check_layer(model: Model, layer: str, size: int) -> None:
-    if len(model.layer_shape(model.check_layer(layer))) != 3:
-        raise UnknownLayerError(f"layer {layer!r} has no spatial map; the gallery needs "
-                                "convolutional layers such as blocks_3")
-    check_size(model, layer, size)
+    check_size(model, model.spatial_layer(layer), size)
 
 
 def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None = "0-15", *,
@@ -241,9 +238,7 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
 
 
 def cmd_gallery(args) -> None:
-    from .cli import UsageError, _model
-    if args.k < 1:
-        raise UsageError(f"--k must be a positive number, not {args.k}")
+    from .cli import _model
     model = _model(args)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     out = build_gallery(model, args.out, layers, args.channels, steps=args.steps, size=args.size,

@@ -24,7 +24,6 @@ import os
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
 import featviz
 from featviz import objectives as obj, param, transforms
@@ -130,8 +129,8 @@ for name, value in zip(variants, finals):
 
 # %%
 sets = {"no transforms": [], "standard": transforms.standard_transforms()}
-results = {name: featviz.Renderer(model, size=SIZE, steps=STEPS, transforms=t,
-                                  optimizer=optax.adam(0.05))([obj.channel(LAYER, 3)], key)
+results = {name: featviz.Renderer(model, size=SIZE, steps=STEPS, transforms=t)(
+               [obj.channel(LAYER, 3)], key)
            for name, t in sets.items()}
 show(np.concatenate([r.images for r in results.values()]), list(results))
 moves = transforms.compose(transforms.standard_transforms())

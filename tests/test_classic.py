@@ -177,7 +177,14 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
              (["gradcam", str(photo), "--size", "64", "--class", "5000"], "class 5000"),
              (["top-patches", "--images", str(tmp_path / "empty"), "--layer", "stem",
                "--channels", "0"], "no .jpg"),
-             (["project", str(photo), "--layer", "stem", "--channel", "99"], "channel 99")]
+             (["project", str(photo), "--layer", "stem", "--channel", "99"], "channel 99"),
+             (["gradcam", str(photo), "--method", "cam", "--layer", "blocks_8"],
+              "CAM reads the layer that feeds the classifier (head)"),
+             (["gradcam", str(photo), "--layer", "logits"], "no spatial map"),
+             (["activations", str(photo), "--layer", "logits"], "no spatial map"),
+             (["top-patches", "--layer", "logits", "--channels", "0"], "no spatial map"),
+             (["saliency", str(photo), "--method", "smoothgrad", "--samples", "0"], "--samples"),
+             (["activations", str(photo), "--layer", "stem", "--size", "100000"], "--size")]
     for argv, message in cases:
         assert main(argv + out) == 2, argv
         assert message in _error_line(capsys)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from featviz.render import Renderer
 from featviz.atlas import parse_channels, ChannelRangeError
-from featviz.cli import main
+from featviz.cli import OPTION_RANGES, build_parser, main
 from featviz.models.efficientnet_lite import default_weights_path
 
 FAST = ["--steps", "8", "--size", "64", "--quiet"]
@@ -132,14 +132,59 @@ def test_atlas_of_every_layer_resumes_after_a_kill(tmp_path):
         assert summary["layer"] == layer and np.isfinite(summary["objective"]["0"])
 
 
+MINIMAL_ARGS = {  # each command's required arguments (never read: the options are checked first)
+    "layers": [], "predict": ["photo.png"], "render": ["--layer", "conv1", "--out", "o"],
+    "atlas": ["--out", "a.png"], "activations": ["photo.png", "--layer", "conv1", "--out", "o.png"],
+    "top-patches": ["--layer", "conv1", "--channels", "0", "--out", "o"],
+    "project": ["photo.png", "--layer", "conv1", "--channel", "0", "--out", "o.png"],
+    "saliency": ["photo.png", "--out", "o.png"], "gradcam": ["photo.png", "--out", "o.png"],
+    "gallery": ["--out", "o"],
+}
+
+
+def _numeric_options():
+    """(command, flag, dest) for every option of every command that takes a number."""
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(commands) == set(MINIMAL_ARGS)
+    return [(name, action.option_strings[0], action.dest)
+            for name, sub in commands.items() for action in sub._actions
+            if action.type in (int, float)]
+
+
+def _invalid_values(dest):
+    lowest, highest = OPTION_RANGES[dest]
+    if dest == "lr":
+        return ["0", "-0.5", "nan", "inf", str(highest * 2)]
+    return [str(lowest - 1), str(lowest - 10**6)] + ([str(highest + 1)] if highest else [])
+
+
+def test_every_numeric_option_has_a_range():
+    assert {dest for _, _, dest in _numeric_options()} <= set(OPTION_RANGES)
+
+
+@pytest.mark.parametrize("command,flag,dest", _numeric_options())
+def test_out_of_range_values_are_one_line_errors(command, flag, dest, tmp_path, capsys,
+                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for value in _invalid_values(dest):
+        argv = [command] + MINIMAL_ARGS[command] + [flag, value] + TINY
+        if command == "project" and flag == "--channel":
+            argv = [command, "photo.png", "--layer", "conv1", "--channel", value, "--out", "o.png"]
+        assert main(argv) == 2, argv
+        assert flag in _error_line(capsys)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["render", "--layer", "nope", "--channels", "0"], "valid layers: conv1, conv2"),
     (["render", "--layer", "conv2", "--channels", "0-500"], "channels 0-15"),
-    (["render", "--layer", "conv3", "--channels", "0", "--size", "8"], "too small"),
-    (["render", "--layer", "conv3", "--channels", "0", "--steps", "0"], "positive"),
+    (["render", "--layer", "blocks_8", "--channels", "0", "--size", "16",
+      "--model", "efficientnet-lite0"], "too small"),
+    (["render", "--layer", "conv3", "--channels", "0", "--steps", "0"], "--steps must be"),
 ])
 def test_render_bad_input(tmp_path, capsys, argv, expected):
-    assert main(argv + TINY + ["--out", str(tmp_path), "--quiet"]) == 2
+    model = [] if "--model" in argv else TINY
+    assert main(argv + model + ["--out", str(tmp_path), "--quiet"]) == 2
     assert expected in _error_line(capsys)
     assert not list(tmp_path.iterdir())
 

@@ -31,6 +31,10 @@ class UnknownLayerError(ValueError):
     """A layer name the model does not expose."""
 
 
+class NoSpatialMapError(UnknownLayerError):
+    """A layer without an (h, w, C) map where a view needs one."""
+
+
 def _identity(x):
     return x
 
@@ -53,11 +57,17 @@ class Model:
     image_size: int = 224
     class_names: Sequence[str] | None = None
     _shape_cache: dict = field(default_factory=dict, repr=False)
+    _programs: dict = field(default_factory=dict, repr=False)
 
     def activations(self, images, params=None, layers: Sequence[str] | None = None) -> dict:
-        """Activations of ``layers`` (None: every layer) for images in [0, 1], shaped (N, H, W, 3)."""
-        return self.apply(self.params if params is None else params, self.preprocess(images),
-                          layers)
+        """Activations of ``layers`` (None: every layer) for images in [0, 1], shaped (N, H, W, 3).
+
+        One jit-compiled program per set of layers (and input shape): called eagerly, the
+        network would otherwise compile each of its operations as a program of its own."""
+        key = None if layers is None else tuple(layers)
+        if key not in self._programs:
+            self._programs[key] = jax.jit(lambda p, x: self.apply(p, self.preprocess(x), key))
+        return self._programs[key](self.params if params is None else params, images)
 
     def check_layer(self, layer: str) -> str:
         """Return ``layer`` if the model exposes it, else raise a message listing valid ones."""
@@ -85,6 +95,16 @@ class Model:
             shape = jax.eval_shape(lambda v: self.activations(v, layers=[layer]), x)[layer].shape
             self._shape_cache[layer, size] = tuple(shape[1:])
         return self._shape_cache[layer, size]
+
+    def spatial_layer(self, layer: str) -> str:
+        """Return ``layer`` if it has an (h, w, C) map, else raise ``NoSpatialMapError`` naming
+        the layers that do."""
+        shape = self.layer_shape(self.check_layer(layer))
+        if len(shape) != 3:
+            maps = [name for name in self.layers if len(self.layer_shape(name)) == 3]
+            raise NoSpatialMapError(f"layer {layer!r} has no spatial map (shape {shape}); pick one "
+                                    f"that has: {', '.join(maps)}")
+        return layer
 
     def channels(self, layer: str, size: int | None = None) -> int:
         """Number of channels of ``layer`` (its last axis)."""
