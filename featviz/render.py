@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -34,13 +35,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import backprop, cache
+from . import backprop, cache, programs
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
 from .transforms import Transform, compose, standard_transforms
 
 SEGMENT = 32  # steps per call of the compiled program
+_BACKGROUND = ThreadPoolExecutor(max_workers=1)  # compiles the final evaluation meanwhile
 
 # Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
 # and input gradients inside a loop) XLA's own kernels made a step 10-15% faster on the CPU
@@ -80,6 +82,12 @@ class RenderResult:
     images: np.ndarray  # (N, H, W, 3) float32 in [0, 1]
     trace: np.ndarray   # (N, steps) objective under the random transforms, per step
     final: np.ndarray   # (N,) objective of the final image, untransformed
+
+
+@jax.jit
+def _evaluate(objectives, activations, images):
+    """A stacked batch of objectives, each on its activations and image."""
+    return jax.vmap(lambda o, a, img: o(a, img))(objectives, activations, images)
 
 
 @jax.jit
@@ -159,6 +167,8 @@ class Renderer:
             optimizer=optimizer or default_optimizer(), batch_objective=batch_objective,
             compute_dtype=jnp.dtype(compute_dtype),
             mesh=Mesh(np.asarray(devices), ("batch",)) if devices else None)
+        # all of the program's code is featviz's: it may go to the program store
+        self._code_is_known = not (param or transforms or optimizer or batch_objective or devices)
         self.traces = 0           # how many times the program was traced (i.e. compiled)
         self.compile_seconds = 0.0  # spent tracing, lowering and compiling (or loading) programs
         self._program = jax.jit(self._segment)
@@ -202,20 +212,24 @@ class Renderer:
             layers |= {layer_of_batch_term} if layer_of_batch_term else set(self.model.layers)
         return tuple(sorted(layers))
 
-    def _objective_values(self, model_params, objectives, images, transformed, redirect=None):
+    def _objective_values(self, model_params, objectives, images, transformed, redirect):
         """Each image's objective (and the activations): the network runs only up to the
         layers the objectives read; ``redirect`` (a traced boolean) switches the rectifiers
         to the redirected gradient."""
         layers = self._layers_needed(objectives)
         x = self.model.preprocess(transformed).astype(self.compute_dtype)
-        if redirect is None:
-            acts = self.model.apply(model_params, x, layers)
-        else:
-            acts = backprop.evaluate(lambda p, v: self.model.apply(p, v, layers), model_params, x,
-                                     rule="unblocked", on=redirect)
+        acts = backprop.evaluate(lambda p, v: self.model.apply(p, v, layers), model_params, x,
+                                 rule="unblocked", on=redirect)
         acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), acts)
-        values = jax.vmap(lambda o, a, img: o(a, img))(objectives, acts, images)
-        return values, acts
+        return _evaluate(objectives, acts, images), acts
+
+    def final_values(self, objectives, images) -> np.ndarray:
+        """Each objective on its image as it is, untransformed, in float32: through the model's
+        own compiled forward program (``Model.activations``), which every objective form that
+        reads the same layers shares, so the render program carries no second network."""
+        layers = sorted(objectives.layers)
+        acts = self.model.activations(images, layers=layers) if layers else {}
+        return np.asarray(_evaluate(objectives, acts, images))
 
     def _initial_state(self, init_keys):
         params = jax.vmap(self.settings.param.init)(init_keys)
@@ -224,7 +238,7 @@ class Renderer:
     def _segment(self, model_params, objectives, keys, state, start, stop, lr, redirect_until):
         """Steps ``start`` to ``stop`` (at most ``SEGMENT``) from ``state`` (from the keys'
         initial images when ``start`` is 0); returns the new state, the objective per step,
-        and the images with their untransformed objective."""
+        and the images."""
         self.traces += 1
         settings = self.settings
         init_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
@@ -252,9 +266,7 @@ class Renderer:
 
         trace = jnp.zeros((keys.shape[0], SEGMENT), jnp.float32)
         params, opt_state, trace = jax.lax.fori_loop(start, stop, step, (params, opt_state, trace))
-        images = jax.vmap(settings.param.to_image)(params)
-        final, _ = self._objective_values(model_params, objectives, images, images)
-        return (params, opt_state), trace, images, final
+        return (params, opt_state), trace, jax.vmap(settings.param.to_image)(params)
 
     def __call__(self, objectives, keys, *, steps: int | None = None, lr: float | None = None,
                  redirect_steps: int | None = None,
@@ -307,7 +319,7 @@ class Renderer:
 
     def _render_stacked(self, objectives, keys, *, steps, lr, redirect_steps,
                         on_segment) -> RenderResult:
-        n = keys.shape[0]
+        n, unpadded = keys.shape[0], objectives
         if self.mesh is not None:  # pad the batch to a multiple of the devices
             extra = -n % self.mesh.size
             objectives, keys = jax.tree_util.tree_map(
@@ -317,17 +329,22 @@ class Renderer:
             lambda s: np.zeros(s.shape, s.dtype), self._state_shapes(keys.shape[0])), sharded=True)
         scalars = self._placed((np.float32(lr), np.int32(redirect_steps)), sharded=False)
         program = self._executable(objectives, keys, state)
+        # the final images' forward program compiles (or loads) while the steps run
+        final_ready = _BACKGROUND.submit(self.final_values, unpadded,
+                                         np.zeros((n, self.size, self.size, 3), np.float32))
         traces = []
         for start in range(0, steps, SEGMENT):
             stop = min(start + SEGMENT, steps)
             bounds = self._placed((np.int32(start), np.int32(stop)), sharded=False)
-            state, trace, images, final = program(self._params, objectives, keys, state,
-                                                  *bounds, *scalars)
+            state, trace, images = program(self._params, objectives, keys, state,
+                                           *bounds, *scalars)
             traces.append(np.asarray(trace)[:n, :stop - start])
             if on_segment is not None:
                 on_segment(stop - start)
-        return RenderResult(np.asarray(images)[:n], np.concatenate(traces, axis=1),
-                            np.asarray(final)[:n])
+        images = np.asarray(images)[:n]
+        final_ready.result()
+        return RenderResult(images, np.concatenate(traces, axis=1),
+                            self.final_values(unpadded, images))
 
     def compiled(self, objectives, keys):
         """The compiled program for this batch of objectives (compiled once, then cached): its
@@ -339,6 +356,21 @@ class Renderer:
                                        self._state_shapes(keys.shape[0]))
         return self._executable(*self._placed((objectives, keys, state), sharded=True))
 
+    def _store_key(self, objectives, keys) -> str | None:
+        """This batch's key in the program store, or None if its code is not all featviz's
+        (``featviz.programs``)."""
+        signature = programs.objective_signature(objectives)
+        if not (self._code_is_known and self.model.program_id and signature):
+            return None
+        device = self.devices[0]
+        return programs.program_key({
+            "program": "render segment", "model": self.model.program_id,
+            "weights": [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves(self._params)],
+            "size": self.size, "compute_dtype": str(self.compute_dtype),
+            "objectives": signature, "keys": (keys.shape, str(keys.dtype)),
+            "platform": device.platform, "device": device.device_kind,
+            "options": compiler_options(device.platform)})
+
     def _executable(self, objectives, keys, state):
         """The compiled program for this batch's form and shapes, compiled (or loaded from the
         persistent cache) once, and checked to fit in device memory."""
@@ -347,10 +379,15 @@ class Renderer:
         if cache_key not in self._executables:
             cache.enable_persistent_cache()
             began = time.perf_counter()
-            scalars = self._placed((np.int32(0), np.int32(0), np.float32(0), np.int32(0)),
-                                   sharded=False)
-            lowered = self._program.lower(self._params, objectives, keys, state, *scalars)
-            compiled = compile_lowered(lowered, self.devices[0].platform)
+            store_key = self._store_key(objectives, keys)
+            compiled = programs.load(store_key) if store_key else None
+            if compiled is None:
+                scalars = self._placed((np.int32(0), np.int32(0), np.float32(0), np.int32(0)),
+                                       sharded=False)
+                lowered = self._program.lower(self._params, objectives, keys, state, *scalars)
+                compiled = compile_lowered(lowered, self.devices[0].platform)
+                if store_key:
+                    programs.save(store_key, compiled)
             self.compile_seconds += time.perf_counter() - began
             check_memory(compiled, keys.shape[0], self.devices)
             self._executables[cache_key] = compiled

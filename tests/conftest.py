@@ -46,7 +46,8 @@ def compilation_cache(tmp_path_factory):
     os.makedirs(path, exist_ok=True)
     os.environ["FEATVIZ_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      featviz.cache.MIN_COMPILE_SECONDS)
 
 
 @pytest.fixture(scope="session")

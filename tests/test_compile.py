@@ -46,7 +46,8 @@ def test_atlas_of_a_layer_compiles_one_render_program(lite0, tmp_path, compilati
                                    size=32, chunk_size=4, progress=False)
     assert len(result.records) == 12
     assert compilations.count("_segment") == 1, compilations
-    assert set(compilations) <= {"_segment", "_fold_in_all"}, compilations
+    # besides: the keys, and the final images' objectives through the model's forward program
+    assert set(compilations) <= {"_segment", "_fold_in_all", "forward", "_evaluate"}, compilations
 
 
 def test_other_steps_seed_lr_channels_compile_nothing(lite0, compilations):
@@ -96,14 +97,64 @@ def _render_in_a_new_process(cache_dir, out, *args):
     return run.stderr
 
 
-def test_persistent_cache_is_hit_by_another_process_with_other_settings(tmp_path):
-    """Nothing run-specific enters the cache key: a second process with another seed, step
-    count, learning rate and channels loads the first one's program."""
+def test_stored_program_is_loaded_by_another_process_with_other_settings(tmp_path):
+    """Nothing run-specific enters the program's key: a second process with another seed, step
+    count, learning rate and channels loads the first one's program without tracing it."""
     cache = tmp_path / "cache"
     first = _render_in_a_new_process(cache, tmp_path / "a", "--channels", "0-3", "--steps", "8")
-    assert "Persistent compilation cache hit for 'jit__segment'" not in first
-    assert any(cache.iterdir())
+    assert "Compiling jit(_segment)" in first
+    assert len(list((cache / "programs").iterdir())) == 1
     second = _render_in_a_new_process(cache, tmp_path / "b", "--channels", "4-7", "--steps", "40",
                                       "--seed", "5", "--lr", "0.02")
-    assert "Persistent compilation cache hit for 'jit__segment'" in second
+    assert "Compiling jit(_segment)" not in second
     assert len(list((tmp_path / "b").glob("*.png"))) == 4
+
+
+ADAPTED_MODEL_RENDER = """
+import sys, flax.linen as nn, jax, jax.numpy as jnp, featviz
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+net = Net()
+model = featviz.from_linen(net, net.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))), ["conv"])
+seed, steps = int(sys.argv[1]), int(sys.argv[2])
+featviz.Renderer(model, size=32)([featviz.objectives.channel("conv", 1)],
+                                 featviz.channel_keys(seed, [1]), steps=steps)
+"""
+
+
+def test_adapted_model_program_is_found_in_jax_cache_by_another_process(tmp_path):
+    """A module of your own is keyed by JAX's persistent cache (by its lowered program), which
+    another process with other settings hits."""
+    env = dict(os.environ, FEATVIZ_CACHE_DIR=str(tmp_path), JAX_COMPILATION_CACHE_DIR="",
+               JAX_LOG_COMPILES="1")
+    runs = [subprocess.run([sys.executable, "-c", ADAPTED_MODEL_RENDER, seed, steps],
+                           capture_output=True, text=True, env=env, timeout=600)
+            for seed, steps in (("0", "4"), ("3", "40"))]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-2000:]
+    assert "Persistent compilation cache hit for 'jit__segment'" not in runs[0].stderr
+    assert "Persistent compilation cache hit for 'jit__segment'" in runs[1].stderr
+    assert not (tmp_path / "programs").exists()
+
+
+def test_damaged_stored_program_is_compiled_again(tmp_path, monkeypatch):
+    from featviz import cache, programs
+    monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
+    model = featviz.load_model("tiny")
+    objs, keys = [obj.channel("conv2", 1)], featviz.channel_keys(0, [1])
+    first = featviz.Renderer(model, size=32, steps=4)(objs, keys)
+    [entry] = (tmp_path / "programs").iterdir()
+    entry.write_bytes(b"not a program")
+    again = featviz.Renderer(model, size=32, steps=4)
+    np.testing.assert_array_equal(again(objs, keys).images, first.images)
+    assert again.traces == 1 and entry.read_bytes() != b"not a program"
+    assert programs.load(entry.stem) is not None
+
+
+def test_program_key_separates_forms_layers_and_batches():
+    from featviz.programs import objective_signature as sig
+    batch = lambda layer, n: obj.stack([obj.channel(layer, c) for c in range(n)])  # noqa: E731
+    signatures = {sig(batch("conv1", 2)), sig(batch("conv2", 2)), sig(batch("conv1", 3)),
+                  sig(obj.stack([obj.neuron("conv1", 0)] * 2)), sig(obj.channel("conv1", 0) * 2)}
+    assert len(signatures) == 5 and None not in signatures

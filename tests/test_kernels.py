@@ -90,8 +90,8 @@ def test_lite0_logits_equal_with_either_choice(lite0, monkeypatch):
     logits = {}
     for choice in ("native", "shifted"):
         monkeypatch.setenv(lite.KERNELS_ENV, choice)
-        forward = lambda v: lite0.activations(v, layers=["logits"])["logits"]  # noqa: E731
-        # A new function per choice: the choice is made when it is traced.
+        def forward(v):  # a new function per choice: the choice is made when it is traced
+            return lite0.apply(lite0.params, lite0.preprocess(v), ["logits"])["logits"]
         jaxpr = str(jax.make_jaxpr(forward)(images))
         assert ("conv_general_dilated" in jaxpr) == (choice == "native")
         logits[choice] = np.asarray(jax.jit(forward)(images))

@@ -7,6 +7,8 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .base import Model, UnknownLayerError, from_linen, from_nnx
 from .efficientnet_lite import load_efficientnet_lite
 from .tiny import load_tiny
@@ -24,7 +26,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
     """Load a zoo model; ``weights`` is another copy of its weights file."""
     if name not in ZOO:
         raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(ZOO)}")
-    return ZOO[name](weights)
+    return dataclasses.replace(ZOO[name](weights), program_id=f"zoo:{name}")
 
 
 __all__ = ["Model", "from_linen", "from_nnx", "load_model", "UnknownLayerError",

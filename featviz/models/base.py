@@ -56,6 +56,9 @@ class Model:
     preprocess: Callable[[jax.Array], jax.Array] = _identity
     image_size: int = 224
     class_names: Sequence[str] | None = None
+    # names the network's code for featviz's program store (``featviz.programs``): set by the
+    # zoo's loaders, whose code is featviz's; None for adapted modules
+    program_id: str | None = None
     _shape_cache: dict = field(default_factory=dict, repr=False)
     _programs: dict = field(default_factory=dict, repr=False)
 
@@ -66,7 +69,9 @@ class Model:
         network would otherwise compile each of its operations as a program of its own."""
         key = None if layers is None else tuple(layers)
         if key not in self._programs:
-            self._programs[key] = jax.jit(lambda p, x: self.apply(p, self.preprocess(x), key))
+            def forward(p, x):
+                return self.apply(p, self.preprocess(x), key)
+            self._programs[key] = jax.jit(forward)
         return self._programs[key](self.params if params is None else params, images)
 
     def check_layer(self, layer: str) -> str:
