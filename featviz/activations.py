@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Sequence
 
 import jax
@@ -20,10 +19,10 @@ import matplotlib
 import numpy as np
 
 from .image import make_grid
-from .models.base import Model
+from .models.base import Model, per_model
 
 
-@lru_cache(maxsize=32)
+@per_model
 def layer_fn(model: Model, layer: str):
     """Jit-compiled ``(params, images01) -> activations of layer`` for a batch, cached per model."""
     model.check_layer(layer)

@@ -19,7 +19,6 @@ Example:
 """
 from __future__ import annotations
 
-from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ from . import backprop
 from .activations import layer_fn
 from .atlas import ChannelRangeError
 from .image import to_uint8
-from .models.base import Model
+from .models.base import Model, per_model
 
 
 class ClassIndexError(ValueError):
@@ -76,7 +75,7 @@ def _pick(logits, classes):
     return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], classes
 
 
-@lru_cache(maxsize=16)
+@per_model
 def _input_grad_fn(model: Model):
     """jit((params, images, classes) -> d class score / d images), one score per image."""
     def total_score(params, images, classes):
@@ -126,7 +125,7 @@ def predict(model: Model, images) -> np.ndarray:
     return np.asarray(jnp.argmax(logits, axis=-1), np.int32)
 
 
-@lru_cache(maxsize=16)
+@per_model
 def _layer_and_grad_fn(model: Model, layer: str):
     """jit((params, images, classes) -> (activations of layer, d score / d activations, classes))."""
     def outputs(params, images):
@@ -189,7 +188,7 @@ def cam(model: Model, images, class_idx=None, layer: str | None = None,
 PROJECTIONS = ("deconvnet", "guided")
 
 
-@lru_cache(maxsize=16)
+@per_model
 def _project_fn(model: Model, layer: str, method: str, reduce: str):
     def unit(params, images, channel):
         fmap = model.activations(images, params, [layer])[layer][..., channel]

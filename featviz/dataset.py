@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -30,7 +29,7 @@ from PIL import Image
 
 from . import backprop
 from .image import ImageReadError, load_image, make_grid, to_uint8
-from .models.base import Model
+from .models.base import Model, per_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GREY = 0.5
@@ -102,7 +101,7 @@ class ReceptiveField(NamedTuple):
     offset: int
 
 
-@lru_cache(maxsize=16)
+@per_model
 def _unit_grad_fn(model: Model, layer: str):
     """jit((images, params, ys, xs) -> d (sum over channels of unit (ys[i], xs[i]) of image i)
     / d images), with rectifiers passing gradients unchanged so no dead unit hides a pixel."""
@@ -180,7 +179,7 @@ class TopPatches:
     n_images: int
 
 
-@lru_cache(maxsize=16)
+@per_model
 def _batch_top_fn(model: Model, layer: str, k: int):
     """jit((params, images, n_valid, channels) -> per channel the k best (values, flat unit
     indices) over the first n_valid images of the batch)."""

@@ -22,7 +22,6 @@ import html
 import json
 import re
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 from urllib.parse import quote
@@ -37,7 +36,7 @@ from .attribution import gradient_image
 from .dataset import DatasetError, crop, iter_images, sample_photos, square_resize, top_patches
 from .image import save_png, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
-from .models.base import Model
+from .models.base import Model, per_model
 
 Photos = Callable[[], Iterator[tuple[str, np.ndarray]]]
 
@@ -87,7 +86,7 @@ def photo_source(images=None, size: int | None = None) -> Photos:
 PROJECTIONS = ("deconvnet", "guided")
 
 
-@lru_cache(maxsize=16)
+@per_model
 def _unit_projection_fn(model: Model, layer: str, rule: str):
     """jit((images, params, channel, ys, xs) -> for each image i, the projection of its unit
     (ys[i], xs[i]) of ``channel`` by ``rule`` (see ``featviz.backprop``))."""

@@ -15,7 +15,7 @@ Example:
     >>> import numpy as np
     >>> from featviz import objectives as obj
     >>> objective_signature(obj.stack([obj.channel("conv", 0), obj.channel("conv", 1)]))
-    "Objective(featviz.objectives._channel_value,('channel','conv'),{'conv'})PyTreeDef(*)|(2,):int32"
+    "Objective(featviz.objectives._channel_value,('channel','conv'),{'conv'})...|(2,):int32"
     >>> objective_signature(obj.channel("conv", 0) + obj.l1()) is not None
     True
     >>> objective_signature(obj.Objective(lambda p, a, i, s: 0.0, (), ())) is None

@@ -360,7 +360,8 @@ class Renderer:
         """This batch's key in the program store, or None if its code is not all featviz's
         (``featviz.programs``)."""
         signature = programs.objective_signature(objectives)
-        if not (self._code_is_known and self.model.program_id and signature):
+        if not (self._code_is_known and self.model.program_id and signature
+                and jax.process_count() == 1):  # several processes: JAX's cache keys topology
             return None
         device = self.devices[0]
         return programs.program_key({

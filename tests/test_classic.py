@@ -188,3 +188,21 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     for argv, message in cases:
         assert main(argv + out) == 2, argv
         assert message in _error_line(capsys)
+
+
+def test_views_keep_no_model_alive():
+    """Compiled views are kept on the model itself: a model nobody holds is freed."""
+    import gc
+    import weakref
+
+    import featviz
+    model = featviz.load_model("tiny")
+    image = np.random.default_rng(0).uniform(size=(32, 32, 3)).astype(np.float32)
+    layer_maps(model, image, "conv2")
+    attr.saliency(model, image[None])
+    attr.gradcam(model, image[None])
+    attr.project(model, image, "conv2", 0)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

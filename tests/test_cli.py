@@ -226,7 +226,7 @@ def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
     from featviz.render import program_bytes
 
     renderer = Renderer(lite0, size=64, steps=2)
-    gpu = types.SimpleNamespace(platform="gpu")
+    gpu = types.SimpleNamespace(platform="gpu", device_kind="simulated GPU")
     monkeypatch.setattr(Renderer, "devices", property(lambda self: [gpu]))
     for module in (atlas, importlib.import_module("featviz.render")):
         monkeypatch.setattr(module, "free_memory_bytes", lambda device: 2 ** 30)

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -114,6 +115,19 @@ class Model:
     def channels(self, layer: str, size: int | None = None) -> int:
         """Number of channels of ``layer`` (its last axis)."""
         return self.layer_shape(self.check_layer(layer), size)[-1]
+
+
+def per_model(build: Callable) -> Callable:
+    """Decorator: ``build(model, *args)`` (say, a jit-compiled view of one layer) memoized on
+    the model itself, so that it lives and dies with the model, where a module-level cache
+    would keep every model ever loaded alive."""
+    @functools.wraps(build)
+    def cached(model: "Model", *args):
+        key = (build.__module__, build.__qualname__) + args
+        if key not in model._programs:
+            model._programs[key] = build(model, *args)
+        return model._programs[key]
+    return cached
 
 
 def _pick(found: dict, wanted: tuple, hint: str) -> dict:
