@@ -9,7 +9,8 @@ the JAX and XLA versions and flags, the platform, the model's name and weight sh
 objectives' form and the batch. A new process then loads the executable directly. Anything
 else (your own module or objective function, several devices) goes through JAX's cache.
 
-The store lives in ``<cache directory>/programs`` and is off when the cache is off.
+The store lives in ``<cache directory>/programs`` (and the zoo models' layer shapes, which
+also cost a trace, in ``<cache directory>/shapes``); it is off when the cache is off.
 
 Example:
     >>> import numpy as np
@@ -96,9 +97,32 @@ def program_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _path(key: str) -> Path | None:
+def _path(key: str, kind: str = "programs", suffix: str = ".bin") -> Path | None:
     folder = cache.cache_dir()
-    return Path(folder) / "programs" / f"{key}.bin" if folder else None
+    return Path(folder) / kind / f"{key}{suffix}" if folder else None
+
+
+def layer_shape(model, layer: str, size: int, compute) -> tuple:
+    """``compute()`` (a layer's activation shape, which costs a trace of the network), kept in
+    the store for zoo models: a new process looks it up instead of tracing."""
+    if not model.program_id:
+        return compute()
+    weights = [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves(model.params)]
+    path = _path(program_key({"what": "layer shape", "model": model.program_id, "layer": layer,
+                              "weights": weights, "size": size}), "shapes", ".json")
+    if path is not None and path.is_file():
+        try:
+            return tuple(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    shape = compute()
+    if path is not None:
+        from .image import write_text_atomic
+        try:
+            write_text_atomic(json.dumps(list(shape)), path)
+        except OSError:
+            pass
+    return shape
 
 
 def load(key: str):

@@ -97,9 +97,13 @@ class Model:
         if size in self._shape_cache:
             return self._shape_cache[size][self.check_layer(layer)]
         if (layer, size) not in self._shape_cache:
-            x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-            shape = jax.eval_shape(lambda v: self.activations(v, layers=[layer]), x)[layer].shape
-            self._shape_cache[layer, size] = tuple(shape[1:])
+            from .. import programs
+
+            def traced():
+                x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+                out = jax.eval_shape(lambda v: self.activations(v, layers=[layer]), x)
+                return out[layer].shape[1:]
+            self._shape_cache[layer, size] = tuple(programs.layer_shape(self, layer, size, traced))
         return self._shape_cache[layer, size]
 
     def spatial_layer(self, layer: str) -> str:
