@@ -125,6 +125,17 @@ def layer_shape(model, layer: str, size: int, compute) -> tuple:
     return shape
 
 
+def jax_cache_entries() -> set:
+    """Names of the entries in JAX's persistent cache folder (to tell whether a compilation
+    was fresh: only a freshly compiled executable may be stored, since one that JAX loaded
+    from its own cache serializes without all of its compiled functions)."""
+    folder = jax.config.jax_compilation_cache_dir
+    try:
+        return {entry.name for entry in os.scandir(folder) if entry.is_file()} if folder else set()
+    except OSError:
+        return set()
+
+
 def load(key: str):
     """The stored executable for ``key``, or None (no store, no entry, or an unreadable one)."""
     from jax.experimental.serialize_executable import deserialize_and_load
@@ -136,7 +147,8 @@ def load(key: str):
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
         compiled = deserialize_and_load(payload, in_tree, out_tree)
     except Exception as err:  # noqa: BLE001 - a damaged or foreign entry is compiled anew
-        log.warning("ignored stored program %s (%s)", path.name, err)
+        log.warning("removed unreadable stored program %s (%s)", path.name, err)
+        path.unlink(missing_ok=True)
         return None
     log.info("loaded stored program %s", path.name)
     return compiled

@@ -138,18 +138,31 @@ def test_adapted_model_program_is_found_in_jax_cache_by_another_process(tmp_path
     assert not (tmp_path / "programs").exists()
 
 
+def test_a_program_loaded_from_jax_cache_is_not_stored(tmp_path):
+    """An executable JAX loaded from its own cache serializes without all of its compiled
+    functions; storing it once gave a program that failed when run by the next process."""
+    cache = tmp_path / "cache"
+    _render_in_a_new_process(cache, tmp_path / "a", "--channels", "0-1", "--steps", "4")
+    for entry in (cache / "programs").iterdir():
+        entry.unlink()
+    _render_in_a_new_process(cache, tmp_path / "b", "--channels", "0-1", "--steps", "4")
+    assert not any((cache / "programs").iterdir())
+    _render_in_a_new_process(cache, tmp_path / "c", "--channels", "2-3", "--steps", "4")
+    assert len(list((tmp_path / "c").glob("*.png"))) == 2
+
+
 def test_damaged_stored_program_is_compiled_again(tmp_path, monkeypatch):
     from featviz import cache, programs
     monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
     model = featviz.load_model("tiny")
-    objs, keys = [obj.channel("conv2", 1)], featviz.channel_keys(0, [1])
-    first = featviz.Renderer(model, size=32, steps=4)(objs, keys)
+    objs, keys = [obj.channel("conv2", 1)] * 3, featviz.channel_keys(0, [1] * 3)
+    first = featviz.Renderer(model, size=40, steps=4)(objs, keys)  # a program no other test has
     [entry] = (tmp_path / "programs").iterdir()
     entry.write_bytes(b"not a program")
-    again = featviz.Renderer(model, size=32, steps=4)
+    again = featviz.Renderer(model, size=40, steps=4)
     np.testing.assert_array_equal(again(objs, keys).images, first.images)
-    assert again.traces == 1 and entry.read_bytes() != b"not a program"
-    assert programs.load(entry.stem) is not None
+    assert again.traces == 1 and not entry.exists()  # removed, and compiled instead
+    assert programs.load(entry.stem) is None
 
 
 def test_program_key_separates_forms_layers_and_batches():
