@@ -2,7 +2,9 @@
 jit-compiled program (vmap over images, a loop over steps). No files, no display.
 
 Each image has its own PRNG key, parameters and optimizer state, so an image depends only on
-its objective and key: rendering channel 5 alone or inside a batch of 64 gives the same image.
+its objective, its key and the batch shape: the same batch gives the same images bit for bit,
+and channel 5 rendered alone or inside a batch of 64 gives the same picture up to rounding
+(XLA's kernels for another batch shape round differently).
 
 The program's shapes and code depend only on the model, the objectives' form, the batch size,
 the image size, the parameterization, the transforms, the optimizer and the precision. The

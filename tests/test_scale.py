@@ -18,10 +18,15 @@ SHARDED = textwrap.dedent("""
     chans = [0, 1, 2, 3, 4, 5]  # not a multiple of 4: exercises the padding
     objs = [obj.channel("conv2", c) for c in chans]
     keys = featviz.channel_keys(0, chans)
-    one = featviz.Renderer(model, size=32, steps=10)(objs, keys)
+    single = featviz.Renderer(model, size=32, steps=10)
+    one = single(objs, keys)
     four = featviz.Renderer(model, size=32, steps=10, devices=jax.devices())(objs, keys)
-    np.testing.assert_allclose(four.images, one.images, atol=2e-4)
-    np.testing.assert_allclose(four.final, one.final, rtol=1e-3, atol=1e-4)
+    # what the README promises: with as many images per device (here 2), sharded or not, the
+    # images are identical; with another batch per device they agree closely
+    pairs = [single(objs[i:i + 2], keys[i:i + 2]) for i in range(0, 6, 2)]
+    np.testing.assert_array_equal(four.images, np.concatenate([p.images for p in pairs]))
+    np.testing.assert_allclose(four.images, one.images, atol=2e-3)
+    np.testing.assert_allclose(four.final, one.final, rtol=2e-2, atol=1e-3)
     print("OK", four.images.shape)
 """)
 
