@@ -7,7 +7,9 @@ parameterization, transforms and optimizer, objectives built by ``featviz.object
 device), the store keys the program by what fixes that code instead: featviz's own source,
 the JAX and XLA versions and flags, the platform, the model's name and weight shapes, the
 objectives' form and the batch. A new process then loads the executable directly. Anything
-else (your own module or objective function, several devices) goes through JAX's cache.
+else (your own module or objective function, several devices) goes through JAX's cache, as
+does a program that compiled too fast for JAX to keep (only an executable compiled in this
+process is stored, which a new entry in JAX's cache tells).
 
 The store lives in ``<cache directory>/programs`` (and the zoo models' layer shapes, which
 also cost a trace, in ``<cache directory>/shapes``); it is off when the cache is off.
