@@ -8,8 +8,8 @@ device), the store keys the program by what fixes that code instead: featviz's o
 the JAX and XLA versions and flags, the platform, the model's name and weight shapes, the
 objectives' form and the batch. A new process then loads the executable directly. Anything
 else (your own module or objective function, several devices) goes through JAX's cache, as
-does a program that compiled too fast for JAX to keep (only an executable compiled in this
-process is stored, which a new entry in JAX's cache tells).
+does a program that JAX loaded from its own cache (only an executable compiled in this
+process is stored).
 
 The store lives in ``<cache directory>/programs`` (and the zoo models' layer shapes, which
 also cost a trace, in ``<cache directory>/shapes``); it is off when the cache is off.
@@ -127,15 +127,22 @@ def layer_shape(model, layer: str, size: int, compute) -> tuple:
     return shape
 
 
-def jax_cache_entries() -> set:
-    """Names of the entries in JAX's persistent cache folder (to tell whether a compilation
-    was fresh: only a freshly compiled executable may be stored, since one that JAX loaded
-    from its own cache serializes without all of its compiled functions)."""
-    folder = jax.config.jax_compilation_cache_dir
-    try:
-        return {entry.name for entry in os.scandir(folder) if entry.is_file()} if folder else set()
-    except OSError:
-        return set()
+_loaded_from_jax_cache = [0]  # programs JAX loaded from its persistent cache, this process
+
+
+def _count_cache_hits(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _loaded_from_jax_cache[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_hits)
+
+
+def jax_cache_hits() -> int:
+    """How many programs JAX has loaded from its persistent cache in this process. Only an
+    executable compiled in this process may be stored: one that JAX loaded from its cache
+    serializes without all of its compiled functions."""
+    return _loaded_from_jax_cache[0]
 
 
 def load(key: str):

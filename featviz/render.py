@@ -388,9 +388,9 @@ class Renderer:
                 scalars = self._placed((np.int32(0), np.int32(0), np.float32(0), np.int32(0)),
                                        sharded=False)
                 lowered = self._program.lower(self._params, objectives, keys, state, *scalars)
-                before = programs.jax_cache_entries() if store_key else set()
+                hits = programs.jax_cache_hits()
                 compiled = compile_lowered(lowered, self.devices[0].platform)
-                if store_key and programs.jax_cache_entries() - before:  # compiled here, now
+                if store_key and programs.jax_cache_hits() == hits:  # compiled here, now
                     programs.save(store_key, compiled)
             self.compile_seconds += time.perf_counter() - began
             check_memory(compiled, keys.shape[0], self.devices)
