@@ -101,16 +101,21 @@ class ReceptiveField(NamedTuple):
     offset: int
 
 
-@per_model
-def _unit_grad_fn(model: Model, layer: str):
-    """jit((images, params, ys, xs) -> d (sum over channels of unit (ys[i], xs[i]) of image i)
-    / d images), with rectifiers passing gradients unchanged so no dead unit hides a pixel."""
-    def units(images, params, ys, xs):
-        acts = model.activations(images, params, [layer])[layer]
-        return acts[jnp.arange(len(ys)), ys, xs].sum()
+ALL_CHANNELS = -1
 
-    def total(images, params, ys, xs):
-        return backprop.evaluate(units, images, params, ys, xs, rule="linear")
+
+@per_model
+def unit_projection_fn(model: Model, layer: str, rule: str):
+    """jit((images, params, channels, ys, xs) -> for each image i, the gradient of its unit
+    (ys[i], xs[i]) of channel channels[i] (of every channel where it is ``ALL_CHANNELS``) with
+    respect to image i, rectifiers back-propagating by ``rule`` (see ``featviz.backprop``))."""
+    def units(params, images, channels, ys, xs):
+        picked = model.activations(images, params, [layer])[layer][jnp.arange(len(ys)), ys, xs]
+        chosen = jax.nn.one_hot(channels, picked.shape[-1], dtype=picked.dtype)
+        return (picked * jnp.where(channels[:, None] == ALL_CHANNELS, 1.0, chosen)).sum()
+
+    def total(images, params, channels, ys, xs):
+        return backprop.evaluate(units, params, images, channels, ys, xs, rule=rule)
     return jax.jit(jax.grad(total))
 
 
@@ -118,7 +123,9 @@ def _boxes(model: Model, layer: str, side: int, units: Sequence[int]) -> list[tu
     """(first row, last row) of the input pixels that unit (u, u) depends on, for each u."""
     images = jax.random.uniform(jax.random.key(0), (len(units), side, side, 3))
     ys = jnp.asarray(units, jnp.int32)
-    grads = np.asarray(_unit_grad_fn(model, layer)(images, model.params, ys, ys))
+    every = jnp.full(len(units), ALL_CHANNELS, jnp.int32)  # "linear": no dead unit hides a pixel
+    grads = np.asarray(unit_projection_fn(model, layer, "linear")(images, model.params, every,
+                                                                  ys, ys))
     rows = [np.flatnonzero(np.abs(g).sum(axis=(1, 2))) for g in grads]
     return [(int(r[0]), int(r[-1])) for r in rows]
 

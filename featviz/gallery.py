@@ -26,17 +26,15 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 from urllib.parse import quote
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import backprop
 from .atlas import check_size, parse_channels, render_channels
-from .attribution import gradient_image
-from .dataset import DatasetError, crop, iter_images, sample_photos, square_resize, top_patches
+from .attribution import PROJECTIONS, gradient_image
+from .dataset import (DatasetError, crop, iter_images, sample_photos, square_resize, top_patches,
+                      unit_projection_fn)
 from .image import save_png, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
-from .models.base import Model, per_model
+from .models.base import Model
 
 Photos = Callable[[], Iterator[tuple[str, np.ndarray]]]
 
@@ -83,22 +81,6 @@ def photo_source(images=None, size: int | None = None) -> Photos:
     return photos
 
 
-PROJECTIONS = ("deconvnet", "guided")
-
-
-@per_model
-def _unit_projection_fn(model: Model, layer: str, rule: str):
-    """jit((images, params, channel, ys, xs) -> for each image i, the projection of its unit
-    (ys[i], xs[i]) of ``channel`` by ``rule`` (see ``featviz.backprop``))."""
-    def units(params, images, channel, ys, xs):
-        acts = model.activations(images, params, [layer])[layer]
-        return acts[jnp.arange(len(ys)), ys, xs, channel].sum()
-
-    def total(images, params, channel, ys, xs):
-        return backprop.evaluate(units, params, images, channel, ys, xs, rule=rule)
-    return jax.jit(jax.grad(total))
-
-
 def _load_json(path: Path, settings: dict) -> dict:
     try:
         saved = json.loads(path.read_text())
@@ -110,9 +92,10 @@ def _load_json(path: Path, settings: dict) -> dict:
 def _save_channel(model: Model, layer: str, c: int, examples, field, sources: dict,
                   out_dir: Path) -> list[dict]:
     """Write one channel's patches and their projections (cut to the same window); its rows."""
-    args = (np.stack([sources[e.image] for e in examples]), model.params, c,
-            np.array([e.y for e in examples]), np.array([e.x for e in examples]))
-    grads = {rule: np.asarray(_unit_projection_fn(model, layer, rule)(*args))
+    args = (np.stack([sources[e.image] for e in examples]), model.params,
+            np.full(len(examples), c, np.int32), np.array([e.y for e in examples]),
+            np.array([e.x for e in examples]))
+    grads = {rule: np.asarray(unit_projection_fn(model, layer, rule)(*args))
              for rule in PROJECTIONS}
     rows = []
     for i, e in enumerate(examples):
