@@ -1,4 +1,5 @@
 """Objectives, parameterizations, transforms and the batched, compiled renderer."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -293,3 +294,34 @@ def test_redirect_revives_dead_channels_that_can_fire(lite0):
     redirected = renderer(objs, keys)
     assert plain.final[0] == 0 and plain.final[1] == 0
     assert redirected.final[0] > 0.1 and redirected.final[1] == 0
+
+
+class _BatchNormCNN(nn.Module):
+    """A ResNet-style CNN written the common way: BatchNorm, a residual block, ``train``."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = lambda name: nn.BatchNorm(use_running_average=not train, name=name)  # noqa: E731
+        x = nn.relu(norm("bn1")(nn.Conv(8, (3, 3), name="conv1")(x)))
+        y = norm("bn2")(nn.Conv(8, (3, 3), name="conv2")(x))
+        x = nn.relu(x + y)
+        self.sow("intermediates", "block", x)
+        return nn.Dense(5, name="fc")(x.mean((1, 2)))
+
+
+def test_batchnorm_cnn_adapts_with_apply_kwargs():
+    net = _BatchNormCNN()
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    variables = net.init(jax.random.key(0), x, train=False)
+    # running statistics that are not the identity, as after training
+    stats = jax.tree.map(lambda a: a + 0.3, variables["batch_stats"])
+    variables = {"params": variables["params"], "batch_stats": stats}
+    model = featviz.from_linen(net, variables, ["conv1", "block", "fc"], image_size=32,
+                               apply_kwargs={"train": False})
+    ours = model.activations(x)
+    logits, state = net.apply(variables, x, train=False, mutable=["intermediates"])
+    np.testing.assert_allclose(ours["fc"], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours["block"], state["intermediates"]["block"][0], atol=1e-5)
+    live = int(np.argmax(np.asarray(ours["block"]).mean((0, 1, 2))))  # a channel that can fire
+    out = featviz.render(model, [obj.channel("block", live)], size=32, steps=24)
+    assert out.trace[0, -4:].mean() > out.trace[0, :4].mean()

@@ -174,13 +174,17 @@ class _LayersReady(Exception):
 
 def from_linen(module, params, layers: Sequence[str], *, name: str | None = None,
                preprocess: Callable = _identity, image_size: int = 224,
-               class_names: Sequence[str] | None = None) -> Model:
+               class_names: Sequence[str] | None = None,
+               apply_kwargs: dict | None = None) -> Model:
     """Adapt a ``flax.linen`` module: expose the named submodule outputs or sown values.
 
     A layer name is a submodule path joined by ``/`` (its ``__call__`` output, e.g.
     ``"conv1"`` or ``"block/conv"``) or the name of a value the module stores with
-    ``self.sow("intermediates", name, x)``.
+    ``self.sow("intermediates", name, x)``. ``params`` are the module's variables, any
+    collections (``params``, ``batch_stats``, ...); ``apply_kwargs`` go to every
+    ``module.apply`` call, e.g. ``{"train": False}`` for a network with BatchNorm or Dropout.
     """
+    apply_kwargs = dict(apply_kwargs or {})
     exposed = tuple(layers)
     hint = "a submodule path or a value sown into 'intermediates'"
 
@@ -207,7 +211,7 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
 
         try:
             with nn.intercept_methods(stop_when_ready):
-                _, state = module.apply(p, x, mutable=["intermediates"])
+                _, state = module.apply(p, x, mutable=["intermediates"], **apply_kwargs)
             found.update(_sown(state.get("intermediates")))
         except _LayersReady:
             pass
