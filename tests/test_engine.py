@@ -325,3 +325,28 @@ def test_batchnorm_cnn_adapts_with_apply_kwargs():
     live = int(np.argmax(np.asarray(ours["block"]).mean((0, 1, 2))))  # a channel that can fire
     out = featviz.render(model, [obj.channel("block", live)], size=32, steps=24)
     assert out.trace[0, -4:].mean() > out.trace[0, :4].mean()
+
+
+def test_nnx_module_with_batchnorm_and_dropout_in_eval_mode():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+            self.bn1 = nnx.BatchNorm(8, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x):
+            x = self.drop(nnx.relu(self.bn1(self.conv1(x))))
+            self.sow(nnx.Intermediate, "block", x)
+            return x.mean((1, 2))
+
+    net = Net(nnx.Rngs(0))
+    net.eval()  # running statistics, no dropout: what a trained network is visualized with
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    model = featviz.from_nnx(net, layers=["bn1", "block"], image_size=16)
+    ours = model.activations(x)
+    np.testing.assert_allclose(ours["bn1"], net.bn1(net.conv1(x)), atol=1e-5)
+    live = int(np.argmax(np.asarray(ours["block"]).mean((0, 1, 2))))
+    out = featviz.render(model, [obj.channel("block", live)], size=16, steps=24)
+    assert out.trace[0, -4:].mean() > out.trace[0, :4].mean()
