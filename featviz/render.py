@@ -169,8 +169,10 @@ class Renderer:
             optimizer=optimizer or default_optimizer(), batch_objective=batch_objective,
             compute_dtype=jnp.dtype(compute_dtype),
             mesh=Mesh(np.asarray(devices), ("batch",)) if devices else None)
-        # all of the program's code is featviz's: it may go to the program store
-        self._code_is_known = not (param or transforms or optimizer or batch_objective or devices)
+        # all of the program's code is featviz's defaults: it may go to the program store
+        self._code_is_known = (all(v is None for v in (param, transforms, optimizer,
+                                                       batch_objective))
+                               and self.settings.mesh is None)
         self.traces = 0           # how many times the program was traced (i.e. compiled)
         self.compile_seconds = 0.0  # spent tracing, lowering and compiling (or loading) programs
         self._program = jax.jit(self._segment)

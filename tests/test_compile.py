@@ -171,3 +171,12 @@ def test_program_key_separates_forms_layers_and_batches():
     signatures = {sig(batch("conv1", 2)), sig(batch("conv2", 2)), sig(batch("conv1", 3)),
                   sig(obj.stack([obj.neuron("conv1", 0)] * 2)), sig(obj.channel("conv1", 0) * 2)}
     assert len(signatures) == 5 and None not in signatures
+
+
+def test_only_default_settings_use_the_program_store(tiny_model):
+    zoo = featviz.load_model("tiny")
+    objs, keys = obj.stack([obj.channel("conv2", 1)]), featviz.channel_keys(0, [1])
+    assert featviz.Renderer(zoo, size=32)._store_key(objs, keys) is not None
+    for settings in ({"transforms": []}, {"param": featviz.param.image(32, fft=False)}):
+        assert featviz.Renderer(zoo, size=32, **settings)._store_key(objs, keys) is None
+    assert featviz.Renderer(tiny_model, size=32)._store_key(objs, keys) is None  # adapted module

@@ -227,8 +227,8 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
     """Adapt a ``flax.nnx`` module: expose values it stores with
     ``self.sow(nnx.Intermediate, name, x)`` and the outputs of submodules (by attribute path
     joined with ``/``, e.g. ``"conv1"``). Its ``nnx.Param`` variables become ``Model.params``;
-its other state (``nnx.BatchNorm``'s running statistics) is used as it is: call
-``module.eval()`` first, so that BatchNorm uses its running averages and Dropout is off.
+    its other state (``nnx.BatchNorm``'s running statistics) is used as it is: call
+    ``module.eval()`` first, so that BatchNorm uses its running averages and Dropout is off.
 
     Example:
         >>> from flax import nnx
