@@ -61,17 +61,22 @@ def _stable(value) -> str:
     raise _Unknown(value)
 
 
+def weight_signature(params) -> list:
+    """Shape and dtype of every weight array: what of the weights fixes a program."""
+    return [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves(params)]
+
+
 def objective_signature(objectives) -> str | None:
     """A text that fixes a stacked objective's program (its functions, static structure and
     leaf shapes), or None when it holds code featviz cannot name (e.g. a lambda)."""
-    o = objectives
-    if not isinstance(o, objectives_lib.Objective):
+    if not isinstance(objectives, objectives_lib.Objective):
         return None
     try:
-        head = f"Objective({_stable(o.fn)},{_stable(o.static)},{_stable(o.layers)})"
+        head = (f"Objective({_stable(objectives.fn)},{_stable(objectives.static)},"
+                f"{_stable(objectives.layers)})")
     except _Unknown:
         return None
-    leaves, structure = jax.tree_util.tree_flatten(o.params)
+    leaves, structure = jax.tree_util.tree_flatten(objectives.params)
     shapes = ";".join(f"{np.shape(a)}:{np.asarray(a).dtype}" for a in leaves)
     return f"{head}{structure}|{shapes}"
 
@@ -92,8 +97,8 @@ def program_key(parts: dict) -> str:
     setting of the environment that changes what XLA compiles."""
     import jaxlib
     environment = {k: v for k, v in sorted(os.environ.items())
-                   if (k.startswith(("FEATVIZ_", "XLA_", "JAX_")) and k != "FEATVIZ_CACHE_DIR"
-                       and "CACHE" not in k and "LOG" not in k)}
+                   if k.startswith(("FEATVIZ_", "XLA_", "JAX_"))
+                   and "CACHE" not in k and "LOG" not in k}
     document = {"parts": parts, "source": source_fingerprint(), "jax": jax.__version__,
                 "jaxlib": jaxlib.__version__, "environment": environment}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
@@ -109,9 +114,9 @@ def layer_shape(model, layer: str, size: int, compute) -> tuple:
     the store for zoo models: a new process looks it up instead of tracing."""
     if not model.program_id:
         return compute()
-    weights = [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves(model.params)]
     path = _path(program_key({"what": "layer shape", "model": model.program_id, "layer": layer,
-                              "weights": weights, "size": size}), "shapes", ".json")
+                              "weights": weight_signature(model.params), "size": size}),
+                 "shapes", ".json")
     if path is not None and path.is_file():
         try:
             return tuple(json.loads(path.read_text()))

@@ -370,7 +370,7 @@ class Renderer:
         device = self.devices[0]
         return programs.program_key({
             "program": "render segment", "model": self.model.program_id,
-            "weights": [(np.shape(a), str(a.dtype)) for a in jax.tree.leaves(self._params)],
+            "weights": programs.weight_signature(self._params),
             "size": self.size, "compute_dtype": str(self.compute_dtype),
             "objectives": signature, "keys": (keys.shape, str(keys.dtype)),
             "platform": device.platform, "device": device.device_kind,
