@@ -1,7 +1,7 @@
 """Top-k dataset patches over a folder of real photos: images per second, end to end.
 
 Builds (once) a folder of JPEGs of varied sizes cut from scikit-image's sample photos, then
-streams it through ``featviz.dataset.top_patches`` (decode, centre-square resize, batched jit
+streams it through ``featviz.top_patches.top_patches`` (decode, centre-square resize, batched jit
 forward pass, running top-k). Prints one JSON object.
 
     python benchmarks/bench_top_patches.py [--images 1000] [--layer blocks_8] [--batch 16]
@@ -19,7 +19,8 @@ from PIL import Image
 
 import featviz
 from featviz.atlas import parse_channels
-from featviz.dataset import iter_images, sample_photos, top_patches
+from featviz.photos import iter_images, sample_photos
+from featviz.top_patches import top_patches
 
 
 def make_folder(folder: Path, count: int, seed: int = 0) -> Path:

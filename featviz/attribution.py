@@ -26,7 +26,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from . import backprop
+from . import rectifier_rules
 from .activations import layer_fn
 from .atlas import ChannelRangeError
 from .image import to_uint8
@@ -133,7 +133,7 @@ def _layer_and_grad_fn(model: Model, layer: str):
         return acts[layer], acts[score_layer(model)]
 
     def score(delta, params, images, classes):
-        acts, logits = backprop.evaluate(outputs, params, images, perturb={0: delta})
+        acts, logits = rectifier_rules.evaluate(outputs, params, images, perturb={0: delta})
         picked, used = _pick(logits, classes)
         return picked.sum(), (acts, used)
 
@@ -195,7 +195,7 @@ def _project_fn(model: Model, layer: str, method: str, reduce: str):
         return fmap.max() if reduce == "max" else fmap.mean()
 
     def objective(images, params, channel):
-        return backprop.evaluate(unit, params, images, channel, rule=method)
+        return rectifier_rules.evaluate(unit, params, images, channel, rule=method)
     return jax.jit(jax.grad(objective))
 
 
@@ -206,7 +206,7 @@ def project(model: Model, image, layer: str, channel: int, method: str = "deconv
     The gradient of the channel's strongest unit (``reduce="max"``, Zeiler & Fergus's choice:
     every other unit set to zero) or of its mean (``reduce="mean"``) with respect to the
     image, with rectifiers back-propagating by the deconvnet or guided-backprop rule (see
-    ``featviz.backprop``). Display it with ``gradient_image``.
+    ``featviz.rectifier_rules``). Display it with ``gradient_image``.
     """
     if method not in PROJECTIONS:
         raise ValueError(f"unknown method {method!r}; use one of {PROJECTIONS}")

@@ -20,7 +20,8 @@ import numpy as np
 from . import attribution as attr
 from .activations import activation_grid, layer_maps
 from .atlas import parse_channels
-from .dataset import DatasetError, iter_images, patch_grid, sample_photos, top_patches
+from .photos import DatasetError, iter_images, sample_photos
+from .top_patches import patch_grid, top_patches
 from .image import load_image, save_npy, save_png, to_uint8, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from .atlas import check_size, parse_channels, render_channels
 from .attribution import PROJECTIONS, gradient_image
-from .dataset import (DatasetError, crop, iter_images, sample_photos, square_resize, top_patches,
-                      unit_projection_fn)
+from .photos import DatasetError, iter_images, sample_photos, square_resize
+from .top_patches import crop, top_patches, unit_projection_fn
 from .image import save_png, write_text_atomic
 from .models import DEFAULT_MODEL, ZOO
 from .models.base import Model

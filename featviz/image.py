@@ -20,18 +20,21 @@ class ImageReadError(ValueError):
     """A file that is missing or is not an image."""
 
 
+def square_crop(im: Image.Image, size: int) -> Image.Image:
+    """The largest centered square of a Pillow image, resized bilinearly to ``size`` x ``size``."""
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+
+
 def load_image(path, size: int | None = None) -> np.ndarray:
     """Read an image as float32 RGB in [0, 1], (H, W, 3); with ``size``, the largest centered
     square resized bilinearly to ``size`` x ``size``."""
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
-            if size is not None:
-                w, h = im.size
-                side = min(w, h)
-                left, top = (w - side) // 2, (h - side) // 2
-                im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
-            return np.asarray(im, dtype=np.float32) / 255.0
+            return np.asarray(im if size is None else square_crop(im, size), np.float32) / 255.0
     except FileNotFoundError:
         raise ImageReadError(f"no such file: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import backprop, cache, programs
+from . import cache, programs, rectifier_rules
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
@@ -147,7 +147,7 @@ class Renderer:
     network in bfloat16 (weights and activations) while the image parameters, optimizer and
     objectives stay float32. During the first ``redirect_steps`` steps, a rectifier whose
     gradient is zero for an image passes Lucid's redirected gradient instead
-    (``featviz.backprop``), so that channels which start dead come to life.
+    (``featviz.rectifier_rules``), so that channels which start dead come to life.
 
     ``steps``, ``lr`` and ``redirect_steps`` are defaults that each call may override. A custom
     ``optimizer`` is used as given; its learning rate can vary per call when it is wrapped in
@@ -222,7 +222,7 @@ class Renderer:
         to the redirected gradient."""
         layers = self._layers_needed(objectives)
         x = self.model.preprocess(transformed).astype(self.compute_dtype)
-        acts = backprop.evaluate(lambda p, v: self.model.apply(p, v, layers), model_params, x,
+        acts = rectifier_rules.evaluate(lambda p, v: self.model.apply(p, v, layers), model_params, x,
                                  rule="unblocked", on=redirect)
         acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), acts)
         return _evaluate(objectives, acts, images), acts

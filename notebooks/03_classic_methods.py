@@ -29,7 +29,8 @@ from skimage import data
 import featviz
 from featviz import attribution as attr
 from featviz.activations import activation_grid, layer_maps
-from featviz.dataset import patch_grid, sample_photos, square_resize, top_patches
+from featviz.photos import sample_photos, square_resize
+from featviz.top_patches import patch_grid, top_patches
 from featviz.image import load_image, to_uint8
 
 FEATVIZ_FAST = os.environ.get("FEATVIZ_FAST", "1") == "1"

@@ -7,10 +7,11 @@ from PIL import Image
 from skimage import data
 
 from featviz import attribution as attr
-from featviz import backprop
+from featviz import rectifier_rules
 from featviz.activations import activation_grid, layer_fn, layer_maps
 from featviz.cli import main
-from featviz.dataset import ReceptiveField, iter_images, receptive_field, top_patches
+from featviz.photos import iter_images
+from featviz.top_patches import ReceptiveField, receptive_field, top_patches
 from featviz.image import load_image
 
 W1 = np.array([[1.0, -2.0], [3.0, 1.0], [-1.0, -1.0], [2.0, 2.0]], np.float32)
@@ -32,7 +33,7 @@ def test_rectifier_rules_match_hand_computation(act, rule):
     inside = (z > 0) & (z < hi)
     keep = {None: inside, "guided": inside & (g > 0), "deconvnet": g > 0, "linear": True}[rule]
     expected = W1.T @ np.where(keep, g, 0)
-    got = jax.jit(jax.grad(lambda x: backprop.evaluate(f, x, rule=rule)))(X)
+    got = jax.jit(jax.grad(lambda x: rectifier_rules.evaluate(f, x, rule=rule)))(X)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
@@ -40,7 +41,7 @@ def test_interpreter_without_rule_is_plain_gradient(lite0):
     x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
     f = lambda p, im: lite0.apply(p, lite0.preprocess(im))["blocks_8"][..., 3].mean()
     plain = jax.jit(jax.grad(f, 1))(lite0.params, x)
-    ours = jax.jit(jax.grad(lambda p, im: backprop.evaluate(f, p, im), 1))(lite0.params, x)
+    ours = jax.jit(jax.grad(lambda p, im: rectifier_rules.evaluate(f, p, im), 1))(lite0.params, x)
     np.testing.assert_allclose(ours, plain, rtol=1e-5, atol=1e-7)
 
 

@@ -271,14 +271,14 @@ def test_bfloat16_compute_keeps_float32_images_and_rises(tiny_model):
 
 
 def test_redirected_rule_passes_gradient_only_to_dead_examples():
-    from featviz import backprop
+    from featviz import rectifier_rules
 
     f = lambda x: jnp.sum(jax.nn.relu6(x) * jnp.array([1.0, -1.0]), axis=1)
     x = jnp.array([[-1.0, -2.0],    # example 0: both units dead (plain gradient all zero)
                    [3.0, -2.0]])    # example 1: unit 0 alive
     loss = lambda x: -f(x).sum()    # the renderer minimizes minus the objective
     plain = jax.grad(loss)(x)
-    redirected = jax.grad(lambda v: -backprop.evaluate(f, v, rule="redirected").sum())(x)
+    redirected = jax.grad(lambda v: -rectifier_rules.evaluate(f, v, rule="redirected").sum())(x)
     np.testing.assert_array_equal(plain, [[0, 0], [-1, 0]])
     # dead example: unit 0 gets the gradient that raises it; unit 1's would push it lower: blocked
     np.testing.assert_array_equal(redirected, [[-1, 0], [-1, 0]])

@@ -6,6 +6,7 @@ source image that the unit sees (its receptive field, measured from gradients).
 
 Example:
     >>> from featviz import load_model
+    >>> from featviz.photos import sample_photos
     >>> model = load_model()
     >>> field = receptive_field(model, "blocks_1", 64)
     >>> field.stride
@@ -17,80 +18,20 @@ Example:
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from . import backprop
-from .image import ImageReadError, load_image, make_grid, to_uint8
+from . import rectifier_rules
+from .image import make_grid, to_uint8
 from .models.base import Model, per_model
+from .photos import DatasetError, square_resize
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GREY = 0.5
-
-
-class DatasetError(ValueError):
-    """A missing or empty image folder."""
-
-
-def iter_images(folder, size: int | None = None,
-                on_error: Callable[[Path, Exception], None] | None = None
-                ) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(path, image)`` for each .jpg/.jpeg/.png file in ``folder``, sorted by name, one
-    at a time; ``size`` as in ``load_image``. An unreadable file is skipped after a warning
-    (or a call to ``on_error(path, error)``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"no such folder: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise DatasetError(f"no .jpg, .jpeg or .png files in {folder}")
-    for path in paths:
-        try:
-            image = load_image(path, size)
-        except ImageReadError as err:
-            if on_error is None:
-                warnings.warn(f"skipped: {err}", stacklevel=2)
-            else:
-                on_error(path, err)
-            continue
-        yield str(path), image
-
-
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "clock", "moon",
-                 "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
-                 "grass", "gravel", "brick")
-
-
-def sample_photos() -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(name, image)`` for the photos scikit-image ships (no download), as float RGB
-    in [0, 1]; grey ones are repeated over three channels."""
-    from skimage import data
-    for name in SAMPLE_PHOTOS:
-        image = getattr(data, name)()
-        image = image[0] if isinstance(image, tuple) else image  # stereo pair: the left view
-        image = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
-        yield name, image.astype(np.float32) / 255.0
-
-
-def square_resize(image, size: int) -> np.ndarray:
-    """The largest centered square of an image in [0, 1], resized bilinearly to ``size``
-    (the same pixels as ``load_image(path, size)`` gives for that image saved as a PNG)."""
-    image = np.asarray(image)
-    if image.shape[:2] == (size, size):
-        return image.astype(np.float32)
-    h, w = image.shape[:2]
-    side = min(h, w)
-    left, top = (w - side) // 2, (h - side) // 2
-    im = Image.fromarray(to_uint8(image)).resize(
-        (size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
-    return np.asarray(im, np.float32) / 255.0
 
 
 class ReceptiveField(NamedTuple):
@@ -108,14 +49,14 @@ ALL_CHANNELS = -1
 def unit_projection_fn(model: Model, layer: str, rule: str):
     """jit((images, params, channels, ys, xs) -> for each image i, the gradient of its unit
     (ys[i], xs[i]) of channel channels[i] (of every channel where it is ``ALL_CHANNELS``) with
-    respect to image i, rectifiers back-propagating by ``rule`` (see ``featviz.backprop``))."""
+    respect to image i, rectifiers back-propagating by ``rule`` (see ``featviz.rectifier_rules``))."""
     def units(params, images, channels, ys, xs):
         picked = model.activations(images, params, [layer])[layer][jnp.arange(len(ys)), ys, xs]
         chosen = jax.nn.one_hot(channels, picked.shape[-1], dtype=picked.dtype)
         return (picked * jnp.where(channels[:, None] == ALL_CHANNELS, 1.0, chosen)).sum()
 
     def total(images, params, channels, ys, xs):
-        return backprop.evaluate(units, params, images, channels, ys, xs, rule=rule)
+        return rectifier_rules.evaluate(units, params, images, channels, ys, xs, rule=rule)
     return jax.jit(jax.grad(total))
 
 
