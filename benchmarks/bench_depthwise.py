@@ -41,7 +41,7 @@ import numpy as np
 import featviz
 from featviz.models import efficientnet_lite as lite
 from featviz.models.torch_weights import read_state_dict
-from featviz.render import compile_lowered
+from featviz.engine import compile_lowered
 
 DEFAULT_BATCH = {"cpu": 8}  # other platforms: 256
 DEPTHWISE_FORMS = {"grouped_conv": lite.native_depthwise_conv,

@@ -1,18 +1,42 @@
 """featviz: see what every filter of a convolutional network responds to (JAX/Flax).
 
+The names below are imported on first use, so ``import featviz`` (and ``featviz --help``) does
+not load JAX until something needs it.
+
 Example:
     >>> import featviz
     >>> model = featviz.load_model()
     >>> "blocks_8" in model.layers
     True
 """
+import importlib
+
+from . import cache
+
 __version__ = "0.1.0"
 
-from . import cache, objectives, param, transforms
-from .models import Model, from_linen, from_nnx, load_model
-from .render import Renderer, RenderResult, channel_keys, render
+_EXPORTS = {
+    "Model": "models", "from_linen": "models", "from_nnx": "models", "load_model": "models",
+    "Renderer": "engine", "RenderResult": "engine", "channel_keys": "engine", "render": "engine",
+}
+_SUBMODULES = ("objectives", "param", "transforms")
 
 cache.enable_persistent_cache()
 
-__all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_linen", "from_nnx",
-           "load_model", "objectives", "param", "render", "transforms"]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'featviz' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+
+
+__all__ = sorted(set(_EXPORTS) | set(_SUBMODULES))

@@ -29,7 +29,7 @@ from . import __version__, distributed
 from . import objectives as obj
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
-from .render import ChunkTooLargeError, Renderer, channel_keys, free_memory_bytes
+from .engine import ChunkTooLargeError, Renderer, channel_keys, free_memory_bytes
 
 
 class ChannelRangeError(ValueError):

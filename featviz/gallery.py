@@ -33,7 +33,6 @@ from .attribution import PROJECTIONS, gradient_image
 from .photos import DatasetError, iter_images, sample_photos, square_resize
 from .top_patches import crop, top_patches, unit_projection_fn
 from .image import save_png, write_text_atomic
-from .models import DEFAULT_MODEL, ZOO
 from .models.base import Model
 
 Photos = Callable[[], Iterator[tuple[str, np.ndarray]]]
@@ -217,29 +216,3 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
         done[layer] = (slug, renders, chans)
     write_text_atomic(_index_page(model, done, steps, size), out / "index.html")
     return out
-
-
-def cmd_gallery(args) -> None:
-    from .cli import _model
-    model = _model(args)
-    layers = [name.strip() for name in args.layers.split(",") if name.strip()]
-    out = build_gallery(model, args.out, layers, args.channels, steps=args.steps, size=args.size,
-                        seed=args.seed, k=args.k, images=args.images, progress=not args.quiet)
-    print(f"wrote {out / 'index.html'} ({len(layers)} layers); open it in a browser")
-
-
-def register(sub) -> None:
-    """Add the ``gallery`` subcommand to an ``argparse`` subparsers object."""
-    p = sub.add_parser("gallery", help="a static HTML site of layers, channels and patches")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of: {', '.join(ZOO)}")
-    p.add_argument("--weights", help="another copy of the model's weights file (.pth)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--layers", default="blocks_3,blocks_8", help="comma-separated layer names")
-    p.add_argument("--channels", default="0-15", help="e.g. 0-7,12 or all (default: 0-15)")
-    p.add_argument("--steps", type=int, default=256)
-    p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
-    p.add_argument("--k", type=int, default=9, help="top patches per channel")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_gallery)

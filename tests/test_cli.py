@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featviz.render import Renderer
+from featviz.engine import Renderer
 from featviz.atlas import parse_channels, ChannelRangeError
 from featviz.cli import OPTION_RANGES, build_parser, main
 from featviz.models.efficientnet_lite import default_weights_path
@@ -219,16 +219,16 @@ def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
     """The accelerator branch, exercised on the CPU: a device that reports 1 GiB free gets a
     chunk sized from the traced network (nothing is compiled to size it), whose compiled
     program then fits in that memory, and chunks are balanced."""
-    import importlib
     import types
 
     import featviz.atlas as atlas
-    from featviz.render import program_bytes
+    from featviz import engine
+    from featviz.engine import program_bytes
 
     renderer = Renderer(lite0, size=64, steps=2)
     gpu = types.SimpleNamespace(platform="gpu", device_kind="simulated GPU")
     monkeypatch.setattr(Renderer, "devices", property(lambda self: [gpu]))
-    for module in (atlas, importlib.import_module("featviz.render")):
+    for module in (atlas, engine):
         monkeypatch.setattr(module, "free_memory_bytes", lambda device: 2 ** 30)
     chunk = atlas.auto_chunk_size(renderer, "blocks_8", 4096)
     assert renderer.traces == 0  # no probe program
@@ -246,3 +246,24 @@ def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
                  ["atlas", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "a.png")]):
         assert main(argv + TINY + FAST) == 2
         assert "cannot write to" in _error_line(capsys)
+
+
+def test_help_and_option_mistakes_need_no_jax():
+    code = ("import sys\nfrom featviz.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert main(['atlas', '--steps', '0', '--out', 'a.png']) == 2\n"
+            "print('jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert "--steps must be from 1" in out.stderr
+
+
+def test_parser_method_choices_are_the_library_tables():
+    from featviz import attribution
+    from featviz.cli import classic
+    assert classic.PROJECTION_METHODS == tuple(attribution.PROJECTIONS)
+
+
+def test_unknown_model_is_one_line(tmp_path, capsys):
+    assert main(["layers", "--model", "efficientnet-lite9"]) == 2
+    assert "unknown model 'efficientnet-lite9'" in _error_line(capsys)

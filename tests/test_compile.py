@@ -12,7 +12,7 @@ import pytest
 
 import featviz
 from featviz import atlas, objectives as obj
-from featviz.render import SEGMENT
+from featviz.engine import SEGMENT
 
 
 class CompileLog(logging.Handler):

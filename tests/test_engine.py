@@ -231,13 +231,11 @@ def test_pretrained_channel_rises(lite0):
 
 
 def test_too_large_chunk_is_refused_with_a_suggestion(tiny_model, monkeypatch):
-    import importlib
+    from featviz import engine
 
-    render_module = importlib.import_module("featviz.render")  # the module, not the function
-
-    monkeypatch.setattr(render_module, "free_memory_bytes", lambda device: 100_000)
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 100_000)
     r = featviz.Renderer(tiny_model, size=32, steps=2)
-    with pytest.raises(render_module.ChunkTooLargeError, match=r"use --chunk \d+"):
+    with pytest.raises(engine.ChunkTooLargeError, match=r"use --chunk \d+"):
         r([obj.channel("conv1", c) for c in range(8)], featviz.channel_keys(0, range(8)))
 
 

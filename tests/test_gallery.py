@@ -26,7 +26,7 @@ import pytest
 
 from featviz import gallery
 from featviz.cli import main
-from featviz.render import Renderer
+from featviz.engine import Renderer
 
 LAYERS, CHANNELS = ["conv2", "conv3"], [0, 1, 2, 3]
 ARGS = ["gallery", "--model", "tiny", "--layers", ",".join(LAYERS), "--channels", "0-3",

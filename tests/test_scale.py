@@ -55,7 +55,7 @@ def test_two_processes_over_loopback_render_one_atlas(tmp_path):
     import numpy as np
     from PIL import Image
 
-    featviz_cmd = [sys.executable, "-m", "featviz.cli"]
+    featviz_cmd = [sys.executable, "-m", "featviz"]
     common = ["atlas", "--model", "tiny", "--layer", "conv2", "--channels", "0-4", "--steps", "4",
               "--size", "32", "--quiet"]
     port = _free_port()

@@ -16,6 +16,7 @@ from .torch_weights import WeightsFileError
 
 ZOO = {"efficientnet-lite0": load_efficientnet_lite, "tiny": load_tiny}
 DEFAULT_MODEL = "efficientnet-lite0"
+DEFAULT_LAYERS = {"efficientnet-lite0": ("blocks_3", "blocks_8")}
 
 
 class UnknownModelError(ValueError):
@@ -26,7 +27,8 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
     """Load a zoo model; ``weights`` is another copy of its weights file."""
     if name not in ZOO:
         raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(ZOO)}")
-    return dataclasses.replace(ZOO[name](weights), program_id=f"zoo:{name}")
+    return dataclasses.replace(ZOO[name](weights), program_id=f"zoo:{name}",
+                               default_layers=DEFAULT_LAYERS.get(name, ()))
 
 
 __all__ = ["Model", "from_linen", "from_nnx", "load_model", "UnknownLayerError",

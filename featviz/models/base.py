@@ -60,6 +60,9 @@ class Model:
     # names the network's code for featviz's program store (``featviz.programs``): set by the
     # zoo's loaders, whose code is featviz's; None for adapted modules
     program_id: str | None = None
+    # the layers atlases and galleries show when none is named (empty: the last layer with a
+    # spatial map)
+    default_layers: tuple[str, ...] = ()
     _shape_cache: dict = field(default_factory=dict, repr=False)
     _programs: dict = field(default_factory=dict, repr=False)
 
@@ -115,6 +118,14 @@ class Model:
             raise NoSpatialMapError(f"layer {layer!r} has no spatial map (shape {shape}); pick one "
                                     f"that has: {', '.join(maps)}")
         return layer
+
+    @property
+    def shown_layers(self) -> tuple[str, ...]:
+        """``default_layers``, else the last layer with a spatial map (an atlas's default)."""
+        if self.default_layers:
+            return self.default_layers
+        maps = [name for name in self.layers if len(self.layer_shape(name)) == 3]
+        return tuple(maps[-1:]) or self.layers[-1:]
 
     def channels(self, layer: str, size: int | None = None) -> int:
         """Number of channels of ``layer`` (its last axis)."""

@@ -1,4 +1,4 @@
-"""The classic views as ``featviz`` subcommands (``register(sub)`` adds them to the CLI).
+"""The classic views as ``featviz`` subcommands.
 
     featviz activations IMAGE --layer L [--channels 0-15] [--per-channel-scale] --out grid.png
     featviz top-patches [--images DIR] --layer L --channels 0-7 [--k 9] --out DIR
@@ -14,54 +14,55 @@ import json
 import sys
 from pathlib import Path
 
-import jax
-import numpy as np
+from .common import add_model_options, load_model, png_path
 
-from . import attribution as attr
-from .activations import activation_grid, layer_maps
-from .atlas import parse_channels
-from .photos import DatasetError, iter_images, sample_photos
-from .top_patches import patch_grid, top_patches
-from .image import load_image, save_npy, save_png, to_uint8, write_text_atomic
-from .models import DEFAULT_MODEL, ZOO
-
-USER_ERRORS = (attr.ClassIndexError, attr.ClassifierError, DatasetError)
+# ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
+# (a test checks that the two agree)
+PROJECTION_METHODS = ("deconvnet", "guided")
+SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput")
 
 
-def _setup(args):
-    """Model and the image at the model's input size; checks --out before any work."""
-    from .cli import UsageError, _model
-    if not args.out.lower().endswith(".png"):
-        raise UsageError(f"--out {args.out} must name a .png file, e.g. --out {args.command}.png")
-    model = _model(args)
+def _model_and_image(args):
+    """The model and the image at the model's input size; checks --out before any work."""
+    from ..image import load_image
+    png_path(args)
+    model = load_model(args)
     return model, load_image(args.image, size=args.size or model.image_size)
 
 
 def _write(args, picture, array) -> None:
+    from ..image import save_npy, save_png
     save_png(picture, args.out)
     extra = ""
     if args.save_array:
         save_npy(array, args.save_array)
-        extra = f" and {args.save_array} {tuple(np.shape(array))}"
+        extra = f" and {args.save_array} {tuple(array.shape)}"
     print(f"wrote {args.out}{extra}")
 
 
 def _class_label(model, image, class_id) -> str:
+    from .. import attribution as attr
     k = int(attr.predict(model, image[None])[0]) if class_id is None else class_id
     return f"class {k} ({model.class_names[k]})" if model.class_names else f"class {k}"
 
 
 def cmd_activations(args):
-    model, image = _setup(args)
+    from ..activations import activation_grid, layer_maps
+    from ..atlas import parse_channels
+    model, image = _model_and_image(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
     maps = layer_maps(model, image, args.layer, channels)
     _write(args, activation_grid(maps, channels, shared_scale=not args.per_channel_scale), maps)
 
 
 def cmd_top_patches(args):
-    from .cli import _model
-    model = _model(args)
+    from ..atlas import parse_channels
+    from ..image import save_png, write_text_atomic
+    from ..photos import iter_images, sample_photos
+    from ..top_patches import patch_grid, top_patches
+    model = load_model(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+
     def skipped(path, err):
         print(f"featviz: warning: skipped: {err}", file=sys.stderr)
     images = iter_images(args.images, args.size, skipped) if args.images else sample_photos()
@@ -80,29 +81,41 @@ def cmd_top_patches(args):
 
 
 def cmd_project(args):
-    model, image = _setup(args)
+    import numpy as np
+
+    from .. import attribution as attr
+    from ..image import to_uint8
+    model, image = _model_and_image(args)
     grad = attr.project(model, image, model.check_layer(args.layer), args.channel,
                         method=args.method, reduce=args.reduce)
     _write(args, np.concatenate([to_uint8(image), attr.gradient_image(grad)], axis=1), grad)
 
 
-SALIENCY = {"vanilla": lambda model, x, k, args: attr.saliency(model, x, k),
-            "smoothgrad": lambda model, x, k, args: attr.smoothgrad(
-                model, x, jax.random.key(args.seed), k, n=args.samples),
-            "gradxinput": lambda model, x, k, args: attr.grad_x_input(model, x, k)}
-
-
 def cmd_saliency(args):
-    model, image = _setup(args)
-    heat = SALIENCY[args.method](model, image[None], args.class_id, args)[0]
+    import jax
+    import numpy as np
+
+    from .. import attribution as attr
+    from ..image import to_uint8
+    model, image = _model_and_image(args)
+    x = image[None]
+    if args.method == "smoothgrad":
+        heat = attr.smoothgrad(model, x, jax.random.key(args.seed), args.class_id, n=args.samples)
+    else:
+        heat = (attr.saliency if args.method == "vanilla" else attr.grad_x_input)(
+            model, x, args.class_id)
+    heat = np.asarray(heat[0])
     _write(args, np.concatenate([to_uint8(image), attr.colorize(heat)], axis=1), heat)
     print(f"  for {_class_label(model, image, args.class_id)}")
 
 
 def cmd_gradcam(args):
-    model, image = _setup(args)
+    import numpy as np
+
+    from .. import attribution as attr
+    model, image = _model_and_image(args)
     fn = attr.gradcam if args.method == "gradcam" else attr.cam
-    heat = fn(model, image[None], class_idx=args.class_id, layer=args.layer)[0]
+    heat = np.asarray(fn(model, image[None], class_idx=args.class_id, layer=args.layer)[0])
     _write(args, attr.overlay(image, heat), heat)
     print(f"  for {_class_label(model, image, args.class_id)}, layer "
           f"{args.layer or attr.last_spatial_layer(model)}")
@@ -111,9 +124,7 @@ def cmd_gradcam(args):
 def register(sub) -> None:
     """Add the classic-view subcommands to an ``argparse`` subparsers object."""
     def command(name, about, func, image=True, out_help="output .png file"):
-        p = sub.add_parser(name, help=about)
-        p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of: {', '.join(ZOO)}")
-        p.add_argument("--weights", help="another copy of the model's weights file (.pth)")
+        p = add_model_options(sub.add_parser(name, help=about))
         if image:
             p.add_argument("image")
             p.add_argument("--size", type=int, default=None,
@@ -141,14 +152,14 @@ def register(sub) -> None:
     p = command("project", "deconvnet / guided-backprop projection of a channel", cmd_project)
     p.add_argument("--layer", required=True)
     p.add_argument("--channel", type=int, required=True)
-    p.add_argument("--method", choices=attr.PROJECTIONS, default="deconvnet")
+    p.add_argument("--method", choices=PROJECTION_METHODS, default="deconvnet")
     p.add_argument("--reduce", choices=("max", "mean"), default="max",
                    help="project the channel's strongest unit or its mean")
 
     p = command("saliency", "input-gradient saliency for a class", cmd_saliency)
     p.add_argument("--class", dest="class_id", type=int, default=None,
                    help="class id (default: the top prediction)")
-    p.add_argument("--method", choices=tuple(SALIENCY), default="vanilla")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default="vanilla")
     p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy copies")
     p.add_argument("--seed", type=int, default=0)
 

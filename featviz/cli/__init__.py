@@ -1,0 +1,60 @@
+"""The ``featviz`` command: ``featviz --help`` lists the subcommands, ``featviz CMD --help``
+their options. Building the parser imports no JAX; each command imports what it needs.
+
+A user mistake (unknown layer, channel out of range, unreadable image, tampered weights file,
+an option out of its range) prints one line that says what to do and exits with status 2,
+without a traceback.
+
+Example:
+    >>> main(["render", "--layer", "blocks_8", "--steps", "0", "--out", "/tmp/x"])
+    2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import classic, rendering, site
+from .common import OPTION_RANGES, UsageError, check_options, user_errors
+
+__all__ = ["OPTION_RANGES", "UsageError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="featviz", description="See what each filter of a "
+                                     "convolutional network responds to.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (rendering, classic, site):
+        group.register(sub)
+    return parser
+
+
+def _run(args) -> None:
+    check_options(args)
+    if getattr(args, "distributed", None):  # before anything touches a JAX backend
+        from .. import distributed
+        distributed.initialize(args.distributed, args.num_processes, args.process_id)
+    args.func(args)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _run(args)
+    except KeyboardInterrupt:
+        print("featviz: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except OSError as err:  # a file system refusal met mid-way (disk full, permissions)
+        print(f"featviz: error: cannot write {err.filename or 'a file'} ({err.strerror}); "
+              "check the output path and free space", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - user mistakes and running out of memory only
+        if isinstance(err, UsageError) or isinstance(err, user_errors()):
+            print(f"featviz: error: {err}", file=sys.stderr)
+        elif "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
+            print("featviz: error: out of memory for this job; use a smaller --size, --chunk or "
+                  "--batch", file=sys.stderr)
+        else:
+            raise
+        return 2
+    return 0

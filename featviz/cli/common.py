@@ -1,0 +1,98 @@
+"""What the commands share: the model and rendering options, the user-error classes, and the
+checks made before any work (option ranges, a writable output).
+
+Nothing here imports JAX, so ``featviz --help`` and a mistyped option answer at once.
+
+Example:
+    >>> import argparse
+    >>> args = argparse.Namespace(steps=0)
+    >>> try:
+    ...     check_options(args)
+    ... except UsageError as err:
+    ...     print(err)
+    --steps must be from 1 to 1000000, not 0
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A bad command-line value."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exception classes that mean a user mistake (printed as one line, exit status 2)."""
+    from ..atlas import ChannelRangeError, SizeError
+    from ..attribution import ClassifierError, ClassIndexError
+    from ..engine import ChunkTooLargeError
+    from ..image import ImageReadError
+    from ..models import UnknownLayerError, UnknownModelError, WeightsFileError
+    from ..photos import DatasetError
+    return (UsageError, ChannelRangeError, ChunkTooLargeError, SizeError, ImageReadError,
+            UnknownLayerError, UnknownModelError, WeightsFileError, ClassIndexError,
+            ClassifierError, DatasetError)
+
+
+# Every numeric option of every command: (lowest, highest) allowed; None is unbounded. "lr"
+# must also be finite and above zero.
+OPTION_RANGES = {
+    "steps": (1, 1_000_000), "size": (16, 4096), "seed": (0, 2**32 - 1), "lr": (0, 100),
+    "chunk": (1, None), "columns": (1, None), "top": (1, None), "k": (1, 10_000),
+    "batch": (1, None), "samples": (1, 10_000), "channel": (0, None), "class_id": (0, None),
+    "num_processes": (1, None), "process_id": (0, None),
+}
+
+
+def check_options(args) -> None:
+    """Raise ``UsageError`` for the first numeric option outside ``OPTION_RANGES``."""
+    for name, (lowest, highest) in OPTION_RANGES.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--class" if name == "class_id" else "--" + name.replace("_", "-")
+        if name == "lr":
+            if not (math.isfinite(value) and lowest < value <= highest):
+                raise UsageError(f"{flag} must be a finite number above {lowest} and at most "
+                                 f"{highest}, not {value}")
+        elif value < lowest or (highest is not None and value > highest):
+            bounds = f"from {lowest} to {highest}" if highest is not None else f"at least {lowest}"
+            raise UsageError(f"{flag} must be {bounds}, not {value}")
+
+
+def add_model_options(parser):
+    """``--model`` and ``--weights``; returns the parser."""
+    parser.add_argument("--model", help="a model name ('featviz models' lists them; default: "
+                        "EfficientNet-Lite0)")
+    parser.add_argument("--weights", help="another copy of the model's weights file")
+    return parser
+
+
+def load_model(args):
+    """The model that ``--model``/``--weights`` name."""
+    from ..models import DEFAULT_MODEL, WeightsFileError, load_model
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise WeightsFileError(f"no weights file at {args.weights}; give the path of a weights "
+                               "file")
+    return load_model(args.model or DEFAULT_MODEL, args.weights)
+
+
+def writable_dir(folder) -> Path:
+    """Create ``folder`` if needed and check that files can be written there, before any work."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise UsageError(f"cannot write to {folder} ({err.strerror}); choose another --out") from None
+    return folder
+
+
+def png_path(args) -> str:
+    """``args.out``, checked to name a .png file."""
+    if not args.out.lower().endswith(".png"):
+        raise UsageError(f"--out {args.out} must name a .png file, e.g. --out {args.command}.png")
+    return args.out

@@ -1,0 +1,141 @@
+"""The model and feature-visualization commands.
+
+    featviz layers [--model M]
+    featviz predict IMAGE... [--top 5] [--json]
+    featviz render --layer L --channels 0-7,12 [--steps N] [--size PX] [--seed S] --out DIR
+    featviz atlas [--layer L] [--channels ...] [--steps N] [--size PX] --out atlas.png
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import UsageError, add_model_options, load_model, writable_dir
+
+
+def cmd_layers(args):
+    model = load_model(args)
+    shapes = model.layer_shapes(args.size)
+    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} channels")
+    for name, shape in shapes.items():
+        print(f"{name:<12} {str(shape):<28} {shape[-1]}")
+
+
+def cmd_predict(args):
+    import jax
+    import numpy as np
+
+    from ..image import load_image
+    model = load_model(args)
+    images = np.stack([load_image(p, size=model.image_size) for p in args.images])
+    probs = np.asarray(jax.nn.softmax(jax.jit(model.activations)(images)["logits"], axis=-1))
+    report = []
+    for path, p in zip(args.images, probs):
+        top = np.argsort(-p)[:args.top]
+        report.append({"image": str(path), "top": [
+            {"class": int(k), "name": model.class_names[k] if model.class_names else str(k),
+             "probability": float(p[k])} for k in top]})
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    for item in report:
+        print(item["image"])
+        for t in item["top"]:
+            print(f"  {t['class']:>4}  {t['probability']:.4f}  {t['name']}")
+
+
+def _devices(spec: str | None):
+    import jax
+    if spec is None:
+        return None
+    local = jax.local_devices()
+    if spec == "all":
+        return local
+    if not spec.isdigit() or not 1 <= int(spec) <= len(local):
+        raise UsageError(f"--devices {spec}: give 'all' or a number from 1 to {len(local)}")
+    return local[:int(spec)]
+
+
+def _render_settings(args):
+    return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
+                lr=args.lr, devices=_devices(args.devices), precision=args.precision,
+                progress=not args.quiet)
+
+
+def cmd_render(args):
+    from ..atlas import parse_channels, render_channels
+    writable_dir(args.out)
+    model = load_model(args)
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    result = render_channels(model, args.layer, channels, args.out, **_render_settings(args))
+    print(f"wrote {len(channels)} images and results.json to {args.out} "
+          f"({result.seconds:.1f} s rendering)")
+
+
+def cmd_atlas(args):
+    import jax
+
+    from ..atlas import parse_channels, render_atlas
+    from ..image import write_text_atomic
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
+    writable_dir(out.parent)
+    model = load_model(args)
+    layer = args.layer or model.shown_layers[-1]
+    layers = list(model.layers) if layer == "all" else [model.check_layer(layer)]
+    settings = _render_settings(args)
+    for layer in layers:
+        channels = parse_channels(args.channels, model.channels(layer))
+        png = out if len(layers) == 1 else out.with_name(f"{out.stem}_{layer}.png")
+        result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
+        if jax.process_index() == 0:
+            summary = {"layer": layer, "seconds": round(result.seconds, 3),
+                       "objective": {str(c): result.records[c]["objective"] for c in channels}}
+            write_text_atomic(json.dumps(summary, indent=1), png.with_suffix(".json"))
+            print(f"wrote {png} ({len(channels)} channels of {layer}) and {png.with_suffix('.json')}")
+
+
+def _add_render_options(p, layer_required: bool):
+    p.add_argument("--layer", required=layer_required,
+                   help=None if layer_required else "default: the model's default layer; "
+                   "'all': one atlas per layer")
+    p.add_argument("--channels", default=None, help="e.g. 0-7,12 (default: all)")
+    p.add_argument("--steps", type=int, default=512)
+    p.add_argument("--size", type=int, default=128, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="the network's compute precision (image parameters stay float32)")
+    p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
+    p.add_argument("--distributed", metavar="HOST:PORT|auto",
+                   help="join a multi-process run through jax.distributed")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+    p.add_argument("--out", required=True)
+    return p
+
+
+def register(sub) -> None:
+    """Add ``layers``, ``predict``, ``render`` and ``atlas`` to an argparse subparsers object."""
+    p = add_model_options(sub.add_parser("layers", help="list layers, shapes and channel counts"))
+    p.add_argument("--size", type=int, default=224)
+    p.set_defaults(func=cmd_layers)
+
+    p = add_model_options(sub.add_parser("predict", help="classify images"))
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = add_model_options(sub.add_parser("render", help="render channels to PNGs"))
+    _add_render_options(p, layer_required=True).set_defaults(func=cmd_render)
+
+    p = add_model_options(sub.add_parser(
+        "atlas", help="render a layer's atlas (--layer all: one atlas per layer)"))
+    _add_render_options(p, layer_required=False)
+    p.add_argument("--columns", type=int, default=None)
+    p.set_defaults(func=cmd_atlas)

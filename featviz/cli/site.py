@@ -1,0 +1,35 @@
+"""``featviz gallery``: a static HTML site of layers, channels and their top patches.
+
+    featviz gallery --out site/ [--layers blocks_3,blocks_8] [--channels 0-3] [--steps N]
+                    [--size PX] [--images DIR] [--k 9] [--quiet]
+"""
+from __future__ import annotations
+
+from .common import add_model_options, load_model
+
+
+def cmd_gallery(args) -> None:
+    from ..gallery import build_gallery
+    model = load_model(args)
+    layers = ([name.strip() for name in args.layers.split(",") if name.strip()] if args.layers
+              else list(model.shown_layers))
+    out = build_gallery(model, args.out, layers, args.channels, steps=args.steps, size=args.size,
+                        seed=args.seed, k=args.k, images=args.images, progress=not args.quiet)
+    print(f"wrote {out / 'index.html'} ({len(layers)} layers); open it in a browser")
+
+
+def register(sub) -> None:
+    """Add the ``gallery`` subcommand to an ``argparse`` subparsers object."""
+    p = add_model_options(sub.add_parser(
+        "gallery", help="a static HTML site of layers, channels and patches"))
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated layer names (default: the model's default layers)")
+    p.add_argument("--channels", default="0-15", help="e.g. 0-7,12 or all (default: 0-15)")
+    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
+    p.add_argument("--k", type=int, default=9, help="top patches per channel")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_gallery)
