@@ -188,15 +188,30 @@ def cam(model: Model, images, class_idx=None, layer: str | None = None,
 PROJECTIONS = ("deconvnet", "guided")
 
 
-@per_model
-def _project_fn(model: Model, layer: str, method: str, reduce: str):
-    def unit(params, images, channel):
-        fmap = model.activations(images, params, [layer])[layer][..., channel]
-        return fmap.max() if reduce == "max" else fmap.mean()
+ALL_CHANNELS = -1
 
-    def objective(images, params, channel):
-        return rectifier_rules.evaluate(unit, params, images, channel, rule=method)
-    return jax.jit(jax.grad(objective))
+
+@per_model
+def projection_fn(model: Model, layer: str, rule: str):
+    """jit((images, params, weights) -> the gradient of ``sum(activations of layer * weights)``
+    with respect to the images, rectifiers back-propagating by ``rule`` (see
+    ``featviz.rectifier_rules``)). ``weights`` has the layer's shape, (N, h, w, C): the one
+    projection kernel behind ``project``, top-patch projections and receptive fields."""
+    def weighted(params, images, weights):
+        return (model.activations(images, params, [layer])[layer] * weights).sum()
+
+    def total(images, params, weights):
+        return rectifier_rules.evaluate(weighted, params, images, weights, rule=rule)
+    return jax.jit(jax.grad(total))
+
+
+def unit_weights(shape, channels, ys, xs) -> np.ndarray:
+    """``projection_fn`` weights of a layer map ``shape`` (h, w, C) picking, for image i, unit
+    (ys[i], xs[i]) of channel channels[i] (of every channel where it is ``ALL_CHANNELS``)."""
+    weights = np.zeros((len(channels),) + tuple(shape), np.float32)
+    for i, (c, y, x) in enumerate(zip(channels, ys, xs)):
+        weights[i, y, x, slice(None) if c == ALL_CHANNELS else c] = 1.0
+    return weights
 
 
 def project(model: Model, image, layer: str, channel: int, method: str = "deconvnet",
@@ -216,8 +231,15 @@ def project(model: Model, image, layer: str, channel: int, method: str = "deconv
     if not 0 <= channel < n_channels:
         raise ChannelRangeError(f"channel {channel} is out of range; layer {layer} has channels "
                                 f"0-{n_channels - 1}")
-    fn = _project_fn(model, layer, method, reduce)
-    return np.asarray(fn(np.asarray(image, np.float32)[None], model.params, channel))[0]
+    images = np.asarray(image, np.float32)[None]
+    fmap = np.asarray(model.activations(images, layers=[layer])[layer])[0, ..., channel]
+    if reduce == "max":
+        y, x = np.unravel_index(np.argmax(fmap), fmap.shape)
+        weights = unit_weights(fmap.shape + (n_channels,), [channel], [y], [x])
+    else:
+        weights = np.zeros((1,) + fmap.shape + (n_channels,), np.float32)
+        weights[..., channel] = 1.0 / fmap.size
+    return np.asarray(projection_fn(model, layer, method)(images, model.params, weights))[0]
 
 
 def gradient_image(grad, percentile: float = 99.5) -> np.ndarray:

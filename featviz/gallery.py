@@ -29,9 +29,9 @@ from urllib.parse import quote
 import numpy as np
 
 from .atlas import check_size, parse_channels, render_channels
-from .attribution import PROJECTIONS, gradient_image
+from .attribution import PROJECTIONS, gradient_image, projection_fn, unit_weights
 from .photos import DatasetError, iter_images, sample_photos, square_resize
-from .top_patches import crop, top_patches, unit_projection_fn
+from .top_patches import crop, top_patches
 from .image import save_png, write_text_atomic
 from .models.base import Model
 
@@ -91,10 +91,10 @@ def _load_json(path: Path, settings: dict) -> dict:
 def _save_channel(model: Model, layer: str, c: int, examples, field, sources: dict,
                   out_dir: Path) -> list[dict]:
     """Write one channel's patches and their projections (cut to the same window); its rows."""
-    args = (np.stack([sources[e.image] for e in examples]), model.params,
-            np.full(len(examples), c, np.int32), np.array([e.y for e in examples]),
-            np.array([e.x for e in examples]))
-    grads = {rule: np.asarray(unit_projection_fn(model, layer, rule)(*args))
+    images = np.stack([sources[e.image] for e in examples])
+    weights = unit_weights(model.layer_shape(layer, images.shape[1]), [c] * len(examples),
+                           [e.y for e in examples], [e.x for e in examples])
+    grads = {rule: np.asarray(projection_fn(model, layer, rule)(images, model.params, weights))
              for rule in PROJECTIONS}
     rows = []
     for i, e in enumerate(examples):

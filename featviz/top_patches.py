@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from . import rectifier_rules
+from .attribution import ALL_CHANNELS, projection_fn, unit_weights
 from .image import make_grid, to_uint8
 from .models.base import Model, per_model
 from .photos import DatasetError, square_resize
@@ -42,31 +42,12 @@ class ReceptiveField(NamedTuple):
     offset: int
 
 
-ALL_CHANNELS = -1
-
-
-@per_model
-def unit_projection_fn(model: Model, layer: str, rule: str):
-    """jit((images, params, channels, ys, xs) -> for each image i, the gradient of its unit
-    (ys[i], xs[i]) of channel channels[i] (of every channel where it is ``ALL_CHANNELS``) with
-    respect to image i, rectifiers back-propagating by ``rule`` (see ``featviz.rectifier_rules``))."""
-    def units(params, images, channels, ys, xs):
-        picked = model.activations(images, params, [layer])[layer][jnp.arange(len(ys)), ys, xs]
-        chosen = jax.nn.one_hot(channels, picked.shape[-1], dtype=picked.dtype)
-        return (picked * jnp.where(channels[:, None] == ALL_CHANNELS, 1.0, chosen)).sum()
-
-    def total(images, params, channels, ys, xs):
-        return rectifier_rules.evaluate(units, params, images, channels, ys, xs, rule=rule)
-    return jax.jit(jax.grad(total))
-
-
 def _boxes(model: Model, layer: str, side: int, units: Sequence[int]) -> list[tuple[int, int]]:
     """(first row, last row) of the input pixels that unit (u, u) depends on, for each u."""
     images = jax.random.uniform(jax.random.key(0), (len(units), side, side, 3))
-    ys = jnp.asarray(units, jnp.int32)
-    every = jnp.full(len(units), ALL_CHANNELS, jnp.int32)  # "linear": no dead unit hides a pixel
-    grads = np.asarray(unit_projection_fn(model, layer, "linear")(images, model.params, every,
-                                                                  ys, ys))
+    every = [ALL_CHANNELS] * len(units)  # "linear": no dead unit hides a pixel
+    weights = unit_weights(model.layer_shape(layer, side), every, units, units)
+    grads = np.asarray(projection_fn(model, layer, "linear")(images, model.params, weights))
     rows = [np.flatnonzero(np.abs(g).sum(axis=(1, 2))) for g in grads]
     return [(int(r[0]), int(r[-1])) for r in rows]
 
