@@ -323,6 +323,8 @@ class Renderer:
 
     def _render_stacked(self, objectives, keys, *, steps, lr, redirect_steps,
                         on_segment) -> RenderResult:
+        objectives_lib.check_indices(objectives, lambda layer: self.model.layer_shape(layer,
+                                                                                     self.size))
         n, unpadded = keys.shape[0], objectives
         if self.mesh is not None:  # pad the batch to a multiple of the devices
             extra = -n % self.mesh.size

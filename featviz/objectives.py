@@ -144,23 +144,37 @@ def _channel_value(c, acts, image, static):
     return jnp.take(a, c, axis=-1).mean()
 
 
+def _check_given(index, message: str) -> None:
+    if index is None:
+        raise TypeError(message)
+
+
 def channel(layer: str, index) -> Objective:
     """Mean activation of one channel over all positions."""
+    _check_given(index, "channel() needs a channel index")
     return Objective(_channel_value, _leaf(index, np.int32), ("channel", layer), {layer})
+
+
+CENTRE = np.iinfo(np.int32).min  # a neuron coordinate meaning "the middle of the map"
+
+
+def _position(v, n):
+    return jnp.where(v == CENTRE, n // 2, jnp.where(v < 0, v + n, v))
 
 
 def _neuron_value(params, acts, image, static):
     c, y, x = params
     a = acts[static[1]]
     h, w = a.shape[-3:-1]
-    y = jnp.where(y < 0, h // 2, y)
-    x = jnp.where(x < 0, w // 2, x)
-    return a[y, x, c]
+    return a[_position(y, h), _position(x, w), c]
 
 
 def neuron(layer: str, index, y: int | None = None, x: int | None = None) -> Objective:
-    """Activation of one channel at one spatial position (default: the centre)."""
-    params = tuple(_leaf(-1 if v is None else v, np.int32) for v in (index, y, x))
+    """Activation of one channel at one spatial position (default: the centre; negative
+    coordinates count from the end, as in numpy)."""
+    _check_given(index, "neuron() needs a channel index")
+    params = (_leaf(index, np.int32),) + tuple(_leaf(CENTRE if v is None else v, np.int32)
+                                               for v in (y, x))
     return Objective(_neuron_value, params, ("neuron", layer), {layer})
 
 
@@ -180,6 +194,7 @@ def _class_logit_value(c, acts, image, static):
 
 def class_logit(index, layer: str = "logits") -> Objective:
     """One class's logit (pre-softmax score)."""
+    _check_given(index, "class_logit() needs a class index")
     return Objective(_class_logit_value, _leaf(index, np.int32), ("class_logit", layer), {layer})
 
 
@@ -190,6 +205,51 @@ def _deepdream_value(params, acts, image, static):
 def deepdream(layer: str) -> Objective:
     """Mean squared activation of a whole layer (DeepDream)."""
     return Objective(_deepdream_value, (), ("deepdream", layer), {layer})
+
+
+class ObjectiveIndexError(IndexError):
+    """An objective's channel, class or position outside its layer."""
+
+
+def _indexed(o: Objective):
+    """(form, layer, params) of every indexed term of ``o``, through sums and products."""
+    if o.fn is _terms_value:
+        for p, (fn, st) in zip(o.params, o.static[1]):
+            yield from _indexed(Objective(fn, p, st))
+    elif o.fn is _binary_value:
+        for p, (fn, st) in zip(o.params, o.static[2:]):
+            yield from _indexed(Objective(fn, p, st))
+    elif o.static[0] in ("channel", "neuron", "class_logit"):
+        yield o.static[0], o.static[1], o.params
+
+
+def _outside(values, n: int):
+    """The first of ``values`` outside ``-n .. n-1`` (numpy's valid indices), else None."""
+    values = np.asarray(values).ravel()
+    bad = values[(values < -n) | (values >= n)]
+    return int(bad[0]) if bad.size else None
+
+
+def check_indices(o: Objective, layer_shape: Callable[[str], tuple]) -> None:
+    """Raise ``ObjectiveIndexError`` where a channel, class or neuron position of ``o`` (one
+    objective or a stacked batch) lies outside its layer's ``layer_shape(layer)``, which a
+    compiled program would silently read as NaN. Traced values are not checked."""
+    for form, layer, params in _indexed(o):
+        values = params if form == "neuron" else (params,)
+        if any(isinstance(v, jax.core.Tracer) for v in values):
+            continue
+        shape = layer_shape(layer)
+        what = "class" if form == "class_logit" else "channel"
+        bad = _outside(values[0], shape[-1])
+        if bad is not None:
+            raise ObjectiveIndexError(f"{what} {bad} is out of range: layer {layer!r} has "
+                                      f"{what}{'es' if what == 'class' else 's'} "
+                                      f"0-{shape[-1] - 1}")
+        for v, n, axis in zip(values[1:], shape[:2], ("y", "x")):
+            bad = _outside(np.asarray(v)[np.asarray(v) != CENTRE], n)
+            if bad is not None:
+                raise ObjectiveIndexError(f"neuron {axis}={bad} is outside layer {layer!r}, "
+                                          f"whose map is {n} units across")
 
 
 # --- image penalties (positive: subtract them) ---------------------------------------------

@@ -29,6 +29,30 @@ def test_channel_neuron_direction_logit_deepdream():
     assert float(obj.deepdream("conv")(ACTS, IMG)) == pytest.approx((a ** 2).mean())
 
 
+def test_neuron_counts_negative_coordinates_from_the_end():
+    a = np.asarray(ACTS["conv"])
+    assert float(obj.neuron("conv", 2, y=-1, x=-2)(ACTS, IMG)) == pytest.approx(a[1, 1, 2])
+    assert float(obj.neuron("conv", 2, y=-2)(ACTS, IMG)) == pytest.approx(a[0, 1, 2])
+    for make in (lambda: obj.neuron("conv", None), lambda: obj.channel("conv", None),
+                 lambda: obj.class_logit(None)):
+        with pytest.raises(TypeError, match="needs a"):
+            make()
+
+
+@pytest.mark.parametrize("objective, message", [
+    (obj.channel("relu2", 16), "channel 16 is out of range: layer 'relu2' has channels 0-15"),
+    (obj.channel("relu2", 3) + obj.channel("relu1", -9), "channel -9 is out of range"),
+    (obj.class_logit(10, layer="fc"), "class 10 is out of range: layer 'fc' has classes 0-9"),
+    (obj.neuron("relu2", 0, y=8), "neuron y=8 is outside layer 'relu2'"),
+    (2.0 * obj.neuron("relu2", 0, x=-9), "neuron x=-9 is outside"),
+])
+def test_out_of_range_indices_are_refused_before_compiling(tiny_model, objective, message):
+    r = featviz.Renderer(tiny_model, size=32, steps=2)
+    with pytest.raises(obj.ObjectiveIndexError, match=message):
+        r([objective], jax.random.split(jax.random.key(0), 1))
+    assert r.traces == 0
+
+
 def test_penalties():
     img = np.asarray(IMG)
     tv = np.abs(np.diff(img, axis=0)).sum() + np.abs(np.diff(img, axis=1)).sum()
@@ -217,12 +241,19 @@ def test_same_seed_same_image_other_seed_other_image(tiny_model):
     assert np.abs(a - c).max() > 1e-3
 
 
-def test_diversity_and_mixed_objectives_render(tiny_model):
-    objs = [obj.channel("relu2", c) - 1e-3 * obj.total_variation() for c in (0, 0)]
-    r = featviz.Renderer(tiny_model, size=32, steps=16, optimizer=optax.adam(0.05),
-                         batch_objective=obj.diversity("relu1", 10.0))
-    out = r(objs, jax.random.split(jax.random.key(0), 2))
-    assert np.isfinite(out.images).all() and np.abs(out.images[0] - out.images[1]).max() > 0.01
+def test_diversity_term_makes_the_batch_less_alike(tiny_model):
+    objs = [obj.channel("relu2", 0) - 1e-3 * obj.total_variation()] * 4
+    keys = jax.random.split(jax.random.key(0), 4)  # the same starts with and without the term
+    diversity = obj.diversity("relu1")
+    scores = {}
+    for weight in (None, 10.0):
+        r = featviz.Renderer(tiny_model, size=32, steps=32, optimizer=optax.adam(0.05),
+                             batch_objective=weight and obj.diversity("relu1", weight))
+        out = r(objs, keys)
+        assert np.isfinite(out.images).all()
+        scores[weight] = float(diversity(tiny_model.activations(out.images, layers=["relu1"])))
+    # a score is minus the mean Gram cosine similarity; 1 + score measures how unlike they are
+    assert 1 + scores[10.0] > 10 * (1 + scores[None])
 
 
 def test_pretrained_channel_rises(lite0):
