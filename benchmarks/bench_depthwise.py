@@ -1,6 +1,6 @@
 """EfficientNet-Lite0's convolution forms, forward + input gradient, on JAX's default backend.
 
-Chooses, per platform, the entry of ``PLATFORM_KERNELS`` in featviz/models/efficientnet_lite.py:
+Chooses, per platform, the entry of ``PLATFORM_KERNELS`` in featviz/models/layers.py:
 the "native" form (XLA's convolution: cuDNN on GPUs) or the "shifted" one (featviz's). Times,
 on whatever platform JAX runs on, in float32 and bfloat16:
 
@@ -39,15 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import featviz
-from featviz.models import efficientnet_lite as lite
+from featviz.models import efficientnet_lite as lite, layers
 from featviz.models.torch_weights import read_state_dict
 from featviz.engine import compile_lowered
 
 DEFAULT_BATCH = {"cpu": 8}  # other platforms: 256
-DEPTHWISE_FORMS = {"grouped_conv": lite.native_depthwise_conv,
-                   "shifted_autodiff": lite._depthwise_plain,
-                   "shifted_custom_vjp": lite.depthwise_conv}
-STEM_FORMS = {"native_conv": lite.native_conv, "patch_conv": lite.patch_conv}
+DEPTHWISE_FORMS = {"grouped_conv": layers.native_depthwise_conv,
+                   "shifted_autodiff": layers._depthwise_plain,
+                   "shifted_custom_vjp": layers.depthwise_conv}
+STEM_FORMS = {"native_conv": layers.native_conv, "patch_conv": layers.patch_conv}
 FORM = {"grouped_conv": "native", "shifted_custom_vjp": "shifted",  # names in PLATFORM_KERNELS
         "native_conv": "native", "patch_conv": "shifted"}
 
@@ -83,8 +83,8 @@ def network_seconds(model, batch: int, size: int, dtype, kernels: tuple, repeats
     """Seconds per forward to ``head`` + input gradient of ``batch`` images, with this
     platform's ``PLATFORM_KERNELS`` entry set to ``kernels`` (read when the program is traced)."""
     backend = jax.default_backend()
-    table_entry = lite.PLATFORM_KERNELS.get(backend)
-    lite.PLATFORM_KERNELS[backend] = kernels
+    table_entry = layers.PLATFORM_KERNELS.get(backend)
+    layers.PLATFORM_KERNELS[backend] = kernels
     params = jax.tree.map(lambda a: a.astype(dtype), model.params)
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(batch, size, size, 3)), dtype)
 
@@ -95,7 +95,7 @@ def network_seconds(model, batch: int, size: int, dtype, kernels: tuple, repeats
     try:
         return median_seconds(jax.grad(loss), (x,), repeats)
     finally:
-        lite.PLATFORM_KERNELS[backend] = table_entry
+        layers.PLATFORM_KERNELS[backend] = table_entry
 
 
 def dumps(report: dict) -> str:
@@ -119,15 +119,15 @@ def main():
     backend = jax.default_backend()
     batch = args.batch or DEFAULT_BATCH.get(backend, 256)
     dtypes = [jnp.dtype(d) for d in args.dtypes.split(",")]
-    if os.environ.pop(lite.KERNELS_ENV, None):  # it would override every choice measured
-        print(f"{lite.KERNELS_ENV} ignored: this benchmark makes each choice itself",
+    if os.environ.pop(layers.KERNELS_ENV, None):  # it would override every choice measured
+        print(f"{layers.KERNELS_ENV} ignored: this benchmark makes each choice itself",
               file=sys.stderr)
     module, _ = lite.convert_state_dict(read_state_dict(lite.default_weights_path()))
     model = featviz.load_model()
     rng = np.random.default_rng(0)
     report = {"backend": backend, "device": str(jax.devices()[0]), "jax": jax.__version__,
               "batch": batch, "repeats": args.repeats, "size": args.size,
-              "table_now": dict(zip(("depthwise", "stem"), lite.PLATFORM_KERNELS.get(
+              "table_now": dict(zip(("depthwise", "stem"), layers.PLATFORM_KERNELS.get(
                   backend, ("native", "native")))),
               "cases": [], "stem": [], "network": []}
     totals = {d.name: Counter() for d in dtypes}
@@ -159,7 +159,7 @@ def main():
         report["stem"].append(case)
 
     for dtype in dtypes:  # every possible table entry: (depthwise form, stem form)
-        for kernels in itertools.product(lite.KERNELS, repeat=2):
+        for kernels in itertools.product(layers.KERNELS, repeat=2):
             seconds = network_seconds(model, batch, args.network_size, dtype, kernels,
                                       args.repeats)
             report["network"].append({"layer": "head", "size": args.network_size,

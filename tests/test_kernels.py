@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from featviz.models import efficientnet_lite as lite
+from featviz.models import layers
 
 # Of the reference's largest magnitude; measured: 4e-7 (float32), 1.7e-2 (bfloat16, where the
 # shifted form rounds after each of its k*k adds and XLA's convolution accumulates in float32).
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
-FORMS = {"depthwise": (lite.native_depthwise_conv, lite.depthwise_conv),
-         "stem": (lite.native_conv, lite.patch_conv)}
+FORMS = {"depthwise": (layers.native_depthwise_conv, layers.depthwise_conv),
+         "stem": (layers.native_conv, layers.patch_conv)}
 CASES = ([("depthwise", stride, kernel) for stride in (1, 2) for kernel in (3, 5)]
          + [("stem", stride, 3) for stride in (1, 2)])  # the stem: 3x3, 3 input channels
 
@@ -61,27 +61,27 @@ def test_native_and_shifted_forms_agree(kind, stride, kernel, size, dtype):
 
 
 def test_platform_table_and_override(monkeypatch):
-    monkeypatch.delenv(lite.KERNELS_ENV, raising=False)
-    assert lite.conv_kernels("cpu") == (lite.depthwise_conv, lite.patch_conv)
+    monkeypatch.delenv(layers.KERNELS_ENV, raising=False)
+    assert layers.conv_kernels("cpu") == (layers.depthwise_conv, layers.patch_conv)
     for platform in ("gpu", "tpu", "some-new-accelerator"):
-        assert lite.conv_kernels(platform) == (lite.native_depthwise_conv, lite.native_conv)
-    monkeypatch.setenv(lite.KERNELS_ENV, "native")
-    assert lite.conv_kernels("cpu") == (lite.native_depthwise_conv, lite.native_conv)
-    monkeypatch.setenv(lite.KERNELS_ENV, "shifted")
-    assert lite.conv_kernels("gpu") == (lite.depthwise_conv, lite.patch_conv)
-    monkeypatch.setenv(lite.KERNELS_ENV, "cudnn")
+        assert layers.conv_kernels(platform) == (layers.native_depthwise_conv, layers.native_conv)
+    monkeypatch.setenv(layers.KERNELS_ENV, "native")
+    assert layers.conv_kernels("cpu") == (layers.native_depthwise_conv, layers.native_conv)
+    monkeypatch.setenv(layers.KERNELS_ENV, "shifted")
+    assert layers.conv_kernels("gpu") == (layers.depthwise_conv, layers.patch_conv)
+    monkeypatch.setenv(layers.KERNELS_ENV, "cudnn")
     with pytest.raises(ValueError, match="native, shifted|shifted, native"):
-        lite.conv_kernels("gpu")
+        layers.conv_kernels("gpu")
 
 
 def test_platform_follows_the_mesh_and_the_backend():
     x = jnp.ones((2, 4))
-    assert lite._platform(x) == jax.default_backend()
+    assert layers._platform(x) == jax.default_backend()
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     sharded = jax.device_put(x, sharding)
     seen = []
-    jax.jit(lambda v: seen.append(lite._platform(v)) or v)(sharded)
+    jax.jit(lambda v: seen.append(layers._platform(v)) or v)(sharded)
     assert seen == [jax.devices()[0].platform]
 
 
@@ -89,7 +89,7 @@ def test_lite0_logits_equal_with_either_choice(lite0, monkeypatch):
     images = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype(np.float32)
     logits = {}
     for choice in ("native", "shifted"):
-        monkeypatch.setenv(lite.KERNELS_ENV, choice)
+        monkeypatch.setenv(layers.KERNELS_ENV, choice)
         def forward(v):  # a new function per choice: the choice is made when it is traced
             return lite0.apply(lite0.params, lite0.preprocess(v), ["logits"])["logits"]
         jaxpr = str(jax.make_jaxpr(forward)(images))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from featviz.cli import main
-from featviz.models.efficientnet_lite import _depthwise_plain, depthwise_conv
+from featviz.models.layers import _depthwise_plain, depthwise_conv
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_logits.npz"
 

@@ -22,6 +22,8 @@ import numpy as np
 from .base import Model, from_linen
 from .torch_weights import WeightsFileError
 
+TINY_LAYERS = ("conv1", "conv2", "conv3", "head", "logits")
+
 
 class TinyCNN(nn.Module):
     """conv-relu x3 (two of them stride 2), a 1x1 relu6 head, global pool, 10 logits."""
@@ -60,5 +62,5 @@ def load_tiny(weights: str | None = None) -> Model:
     shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: jax.device_put(_seeded(s, rng)), shapes)
-    return from_linen(net, params, ["conv1", "conv2", "conv3", "head", "logits"], name="tiny",
+    return from_linen(net, params, TINY_LAYERS, name="tiny",
                       preprocess=lambda x: x * 2 - 1, image_size=32)

@@ -37,6 +37,10 @@ class WeightsFileError(ValueError):
     """The file is not a readable, untampered PyTorch state dict."""
 
 
+class MissingWeightsError(WeightsFileError):
+    """The package that ships a model's weights is not installed."""
+
+
 @dataclass(frozen=True)
 class _StorageType:
     dtype: np.dtype
