@@ -43,6 +43,21 @@ def test_layers_lists_shapes(capsys):
     assert "blocks_8" in out and "(7, 7, 1280)" in out and "logits" in out
 
 
+def test_models_lists_the_registry(capsys):
+    from featviz.models import REGISTRY
+    assert main(["models"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == list(REGISTRY)
+    assert rows[1].split()[1:3] == ["240", "24"]  # Lite1: native size, layer count
+
+
+def test_atlas_default_layer_comes_from_the_registry(tmp_path, capsys):
+    out = tmp_path / "atlas.png"
+    assert main(["atlas", "--channels", "0", "--steps", "1", "--size", "32", "--quiet",
+                 "--out", str(out)] + TINY) == 0
+    assert "channels of conv3" in capsys.readouterr().out
+
+
 def test_tiny_model_is_in_the_zoo(tmp_path, capsys):
     assert main(["layers", "--size", "32"] + TINY) == 0
     out = capsys.readouterr().out
@@ -133,7 +148,7 @@ def test_atlas_of_every_layer_resumes_after_a_kill(tmp_path):
 
 
 MINIMAL_ARGS = {  # each command's required arguments (never read: the options are checked first)
-    "layers": [], "predict": ["photo.png"], "render": ["--layer", "conv1", "--out", "o"],
+    "models": [], "layers": [], "predict": ["photo.png"], "render": ["--layer", "conv1", "--out", "o"],
     "atlas": ["--out", "a.png"], "activations": ["photo.png", "--layer", "conv1", "--out", "o.png"],
     "top-patches": ["--layer", "conv1", "--channels", "0", "--out", "o"],
     "project": ["photo.png", "--layer", "conv1", "--channel", "0", "--out", "o.png"],

@@ -1,5 +1,6 @@
 """The model and feature-visualization commands.
 
+    featviz models
     featviz layers [--model M]
     featviz predict IMAGE... [--top 5] [--json]
     featviz render --layer L --channels 0-7,12 [--steps N] [--size PX] [--seed S] --out DIR
@@ -11,6 +12,14 @@ import json
 from pathlib import Path
 
 from .common import UsageError, add_model_options, load_model, writable_dir
+
+
+def cmd_models(args):
+    from ..models import describe_models
+    rows = describe_models()
+    print(f"{'model':<20} {'input px':>8} {'layers':>6}  weights")
+    for row in rows:
+        print(f"{row.name:<20} {row.image_size:>8} {row.layers:>6}  {row.weights_source}")
 
 
 def cmd_layers(args):
@@ -120,7 +129,9 @@ def _add_render_options(p, layer_required: bool):
 
 
 def register(sub) -> None:
-    """Add ``layers``, ``predict``, ``render`` and ``atlas`` to an argparse subparsers object."""
+    """Add ``models``, ``layers``, ``predict``, ``render`` and ``atlas`` to an argparse subparsers object."""
+    sub.add_parser("models", help="list the models --model accepts").set_defaults(func=cmd_models)
+
     p = add_model_options(sub.add_parser("layers", help="list layers, shapes and channel counts"))
     p.add_argument("--size", type=int, default=224)
     p.set_defaults(func=cmd_layers)
