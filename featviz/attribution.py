@@ -46,7 +46,8 @@ def score_layer(model: Model) -> str:
     shapes = model.layer_shapes(model.image_size)
     flat = [name for name in model.layers if len(shapes[name]) == 1]
     if not flat:
-        raise ValueError(f"model {model.name} has no 1-D output layer to take class scores from")
+        raise ClassifierError(f"model {model.name} exposes no 1-D layer to take class scores "
+                              "from; expose its logits (see the README, 'Your network')")
     return flat[-1]
 
 
@@ -163,26 +164,41 @@ def gradcam(model: Model, images, layer: str | None = None, class_idx=None) -> n
 
 def cam(model: Model, images, class_idx=None, layer: str | None = None,
         fc_kernel=None) -> np.ndarray:
-    """CAM (Zhou et al., 2016), (N, H, W), for networks whose ``layer`` (default: the last
-    spatial one) feeds global average pooling and then one Dense layer with kernel
-    ``fc_kernel`` (C, classes); by default ``model.params['params']['fc']['kernel']``, the
-    embedded EfficientNet's. ReLU of the class's kernel-weighted channel sum, upsampled."""
+    """CAM (Zhou et al., 2016), (N, H, W), for networks whose last spatial layer feeds global
+    average pooling and then one Dense layer: ReLU of the class's kernel-weighted channel sum,
+    upsampled. The kernel is found from the model (``classifier_weights``); ``fc_kernel``
+    (C, classes) gives it instead."""
     images = np.asarray(images, np.float32)
     last = last_spatial_layer(model)
     if model.spatial_layer(layer or last) != last:
         raise ClassifierError(f"CAM reads the layer that feeds the classifier ({last}), not "
                               f"{layer}; use Grad-CAM for other layers")
-    layer = last
-    if fc_kernel is None:
-        try:
-            fc_kernel = model.params["params"]["fc"]["kernel"]
-        except (KeyError, TypeError):
-            raise ClassifierError(f"model {model.name} has no final Dense layer named 'fc' for "
-                                  "CAM; use Grad-CAM, or pass fc_kernel=") from None
     classes = _classes(model, class_idx, len(images))
-    acts, _, used = _layer_and_grad_fn(model, layer)(model.params, images, classes)
-    weights = jnp.asarray(fc_kernel).T[used]  # (N, C)
+    acts, grads, used = _layer_and_grad_fn(model, last)(model.params, images, classes)
+    if fc_kernel is None:
+        weights = classifier_weights(model, images, grads, used)
+    else:
+        weights = jnp.asarray(fc_kernel).T[np.asarray(used)]
     return _upsample(jax.nn.relu(jnp.einsum("nhwc,nc->nhw", acts, weights)), images.shape[1:3])
+
+
+def classifier_weights(model: Model, images, grads, classes) -> np.ndarray:
+    """The Dense kernel's columns (N, C) for ``classes``, found from ``grads``, the class
+    scores' gradients at the last spatial layer for ``images``: behind global average pooling
+    and one Dense layer they are the same at every position and for every input (column / (h
+    * w)). ``ClassifierError`` where they are not (no such classifier)."""
+    grads = np.asarray(grads)
+    pooled = grads.mean(axis=(1, 2), keepdims=True)
+    layer = last_spatial_layer(model)
+    grey = np.full_like(np.asarray(images, np.float32), 0.5)
+    _, grey_grads, _ = _layer_and_grad_fn(model, layer)(model.params, grey, np.asarray(classes))
+    tolerance = 1e-4 * (np.abs(pooled).max() + 1e-12)
+    if (np.abs(grads - pooled).max() > tolerance
+            or np.abs(np.asarray(grey_grads) - grads).max() > tolerance):
+        raise ClassifierError(f"model {model.name} has no global-average-pool and Dense "
+                              f"classifier after {layer} (its class scores are not a linear "
+                              "function of that layer's mean), so CAM does not apply; use Grad-CAM")
+    return pooled[:, 0, 0, :] * grads.shape[1] * grads.shape[2]
 
 
 PROJECTIONS = ("deconvnet", "guided")

@@ -1,4 +1,5 @@
 """The classic views: rectifier rules, attribution localization, top-k patches, and their CLI."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+import featviz
 from featviz import attribution as attr
 from featviz import rectifier_rules
 from featviz.activations import activation_grid, layer_fn, layer_maps
@@ -82,6 +84,31 @@ def test_cam_is_gradcam_for_pooled_dense_head(lite0):
     g = attr.gradcam(lite0, images, class_idx=[967, 834])
     c = attr.cam(lite0, images, class_idx=[967, 834])
     np.testing.assert_allclose(g * 4, c, rtol=1e-3, atol=1e-4 * c.max())  # head is 2 x 2
+
+
+def test_cam_finds_the_dense_classifier_or_says_there_is_none(lite0, tiny_model):
+    images = np.stack([_resized(data.coffee(), 64)])
+    found = attr.cam(lite0, images, class_idx=967)
+    given = attr.cam(lite0, images, class_idx=967,
+                     fc_kernel=lite0.params["params"]["fc"]["kernel"])
+    np.testing.assert_allclose(found, given, rtol=1e-4, atol=1e-6 * given.max())
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(  # the test CNN: mean over positions, then Dense "fc"
+        attr.cam(tiny_model, x, class_idx=[1, 2]),
+        attr.cam(tiny_model, x, class_idx=[1, 2],
+                 fc_kernel=tiny_model.params["params"]["fc"]["kernel"]), rtol=1e-4, atol=1e-6)
+
+    class FlattenHead(nn.Module):  # Dense over the flattened map: not a pooled classifier
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(4, (3, 3), strides=4, name="conv")(x))
+            self.sow("intermediates", "relu", x)
+            return nn.Dense(3, name="fc")(x.reshape(x.shape[0], -1))
+    net = FlattenHead()
+    flat = featviz.from_linen(net, net.init(jax.random.key(0), x), ["relu", "fc"],
+                              image_size=32)
+    with pytest.raises(attr.ClassifierError, match="no global-average-pool and Dense"):
+        attr.cam(flat, x, class_idx=0)
 
 
 def test_saliency_variants_shapes_and_class_check(lite0):
