@@ -171,10 +171,12 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
                     steps: int = 512, size: int = 128, seed: int = 0,
                     chunk_size: int | None = None,
                     lr: float = 0.05, devices=None, precision: str = "float32",
-                    progress: bool = True) -> LayerRender:
+                    activation: str = "pre", progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
-    (per channel, the final image's objective: the channel's mean activation, untransformed;
-    and the seconds spent compiling, computing and writing).
+    (per channel, the final image's objective: the channel's mean activation, untransformed,
+    before the rectifier on a rectified layer with ``activation="pre"`` (the default) and,
+    there, also after it as ``objective_post``; and the seconds spent compiling, computing
+    and writing).
 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
     ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
@@ -192,10 +194,11 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     check_size(model, layer, size)
     out_dir = Path(out_dir)
     renderer = Renderer(model, size=size, steps=steps, lr=lr, devices=devices,
-                        compute_dtype=precision)
+                        compute_dtype=precision, activation=activation)
+    optimized = renderer.optimized_layers([layer])[layer]
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr,
                 "precision": precision, "redirect_steps": renderer.redirect_steps,
-                "featviz": __version__}
+                "optimized_layer": optimized, "featviz": __version__}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
     todo = distributed.share([c for c in channels if c not in result.records])
     timing = {"compile": 0.0, "compute": 0.0, "write": 0.0}
@@ -244,6 +247,8 @@ def _write_chunk(result: LayerRender, part: Sequence[int], out, settings: dict, 
     for j, c in enumerate(part):
         save_png(out.images[j], result.image_path(c))
         result.records[c] = {"objective": float(out.final[j]), "png": result.image_path(c).name}
+        if settings["optimized_layer"] != result.layer:
+            result.records[c]["objective_post"] = float(out.final_post[j])
     timing["write"] += time.perf_counter() - began
     result.timing = {k: round(v, 3) for k, v in timing.items()}
     result.seconds = round(sum(timing.values()), 3)

@@ -84,6 +84,9 @@ class RenderResult:
     images: np.ndarray  # (N, H, W, 3) float32 in [0, 1]
     trace: np.ndarray   # (N, steps) objective under the random transforms, per step
     final: np.ndarray   # (N,) objective of the final image, untransformed
+    # (N,) the same on the layers' values after their rectifiers (``final`` where the
+    # renderer optimizes those, or no layer read has a pre-activation)
+    final_post: np.ndarray
 
 
 @jax.jit
@@ -135,6 +138,7 @@ class ProgramSettings:
     batch_objective: Callable | None
     compute_dtype: jnp.dtype
     mesh: Mesh | None
+    activation: str  # "pre": objectives on a rectified layer read its pre-activation
 
 
 class Renderer:
@@ -149,6 +153,11 @@ class Renderer:
     gradient is zero for an image passes Lucid's redirected gradient instead
     (``featviz.rectifier_rules``), so that channels which start dead come to life.
 
+    ``activation="pre"`` (the default, as in Lucid): an objective on a rectified or capped
+    layer (one with ``model.pre_activation(layer)``, e.g. EfficientNet's relu6 ``head``)
+    optimizes the values before the rectifier, whose gradient a saturated unit does not stop;
+    ``"post"`` optimizes the layer's own values. Results hold the objective on both.
+
     ``steps``, ``lr`` and ``redirect_steps`` are defaults that each call may override. A custom
     ``optimizer`` is used as given; its learning rate can vary per call when it is wrapped in
     ``optax.inject_hyperparams`` (as the default Adam is).
@@ -159,7 +168,9 @@ class Renderer:
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
                  batch_objective=None, devices: Sequence | None = None,
-                 compute_dtype=jnp.float32, redirect_steps: int = 8):
+                 compute_dtype=jnp.float32, redirect_steps: int = 8, activation: str = "pre"):
+        if activation not in ("pre", "post"):
+            raise ValueError(f"activation must be 'pre' or 'post', not {activation!r}")
         self.model = model
         self.steps, self.lr, self.redirect_steps = steps, 0.05 if lr is None else lr, redirect_steps
         self.settings = ProgramSettings(
@@ -168,7 +179,8 @@ class Renderer:
             # the default's own rate is a placeholder: each call sets the rate it renders with
             optimizer=optimizer or default_optimizer(), batch_objective=batch_objective,
             compute_dtype=jnp.dtype(compute_dtype),
-            mesh=Mesh(np.asarray(devices), ("batch",)) if devices else None)
+            mesh=Mesh(np.asarray(devices), ("batch",)) if devices else None,
+            activation=activation)
         # all of the program's code is featviz's defaults: it may go to the program store
         self._code_is_known = (all(v is None for v in (param, transforms, optimizer,
                                                        batch_objective))
@@ -216,24 +228,38 @@ class Renderer:
             layers |= {layer_of_batch_term} if layer_of_batch_term else set(self.model.layers)
         return tuple(sorted(layers))
 
+    def optimized_layers(self, layers) -> dict[str, str]:
+        """Each layer -> the layer the network is asked for: its pre-activation, if it has one
+        and the renderer optimizes those."""
+        pre = self.settings.activation == "pre"
+        return {layer: (pre and self.model.pre_activations.get(layer)) or layer
+                for layer in layers}
+
     def _objective_values(self, model_params, objectives, images, transformed, redirect):
         """Each image's objective (and the activations): the network runs only up to the
         layers the objectives read; ``redirect`` (a traced boolean) switches the rectifiers
         to the redirected gradient."""
-        layers = self._layers_needed(objectives)
+        reads = self.optimized_layers(self._layers_needed(objectives))
         x = self.model.preprocess(transformed).astype(self.compute_dtype)
-        acts = rectifier_rules.evaluate(lambda p, v: self.model.apply(p, v, layers), model_params, x,
-                                 rule="unblocked", on=redirect)
-        acts = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), acts)
+        wanted = tuple(sorted(set(reads.values())))
+        acts = rectifier_rules.evaluate(lambda p, v: self.model.apply(p, v, wanted), model_params,
+                                        x, rule="unblocked", on=redirect)
+        acts = {layer: acts[read].astype(jnp.float32) for layer, read in reads.items()}
         return _evaluate(objectives, acts, images), acts
 
-    def final_values(self, objectives, images) -> np.ndarray:
-        """Each objective on its image as it is, untransformed, in float32: through the model's
-        own compiled forward program (``Model.activations``), which every objective form that
+    def final_values(self, objectives, images) -> tuple[np.ndarray, np.ndarray]:
+        """Each objective on its image as it is, untransformed, in float32, on the layers the
+        renderer optimizes and on their post-rectifier values: through the model's own
+        compiled forward program (``Model.activations``), which every objective form that
         reads the same layers shares, so the render program carries no second network."""
-        layers = sorted(objectives.layers)
-        acts = self.model.activations(images, layers=layers) if layers else {}
-        return np.asarray(_evaluate(objectives, acts, images))
+        reads = self.optimized_layers(objectives.layers)
+        wanted = sorted(set(reads) | set(reads.values()))
+        acts = self.model.activations(images, layers=wanted) if wanted else {}
+        post = np.asarray(_evaluate(objectives, {k: acts[k] for k in reads}, images))
+        if all(read == layer for layer, read in reads.items()):
+            return post, post
+        optimized = {layer: acts[read] for layer, read in reads.items()}
+        return np.asarray(_evaluate(objectives, optimized, images)), post
 
     def _initial_state(self, init_keys):
         params = jax.vmap(self.settings.param.init)(init_keys)
@@ -305,7 +331,7 @@ class Renderer:
                  for idx in groups.values()]
         order = np.argsort(np.concatenate([idx for idx, _ in parts]))
         return RenderResult(*(np.concatenate([getattr(r, f) for _, r in parts])[order]
-                              for f in ("images", "trace", "final")))
+                              for f in ("images", "trace", "final", "final_post")))
 
     def _state_shapes(self, n: int):
         """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""
@@ -350,7 +376,7 @@ class Renderer:
         images = np.asarray(images)[:n]
         final_ready.result()
         return RenderResult(images, np.concatenate(traces, axis=1),
-                            self.final_values(unpadded, images))
+                            *self.final_values(unpadded, images))
 
     def compiled(self, objectives, keys):
         """The compiled program for this batch of objectives (compiled once, then cached): its
@@ -375,6 +401,7 @@ class Renderer:
             "weights": programs.weight_signature(self._params),
             "size": self.size, "compute_dtype": str(self.compute_dtype),
             "objectives": signature, "keys": (keys.shape, str(keys.dtype)),
+            "reads": sorted(self.optimized_layers(objectives.layers).items()),
             "platform": device.platform, "device": device.device_kind,
             "options": compiler_options(device.platform)})
 

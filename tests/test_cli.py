@@ -74,6 +74,22 @@ def test_render_writes_pngs_and_results(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["channels"]) == {"0", "1", "5"} and results["seconds"] > 0
     assert all(np.isfinite(r["objective"]) for r in results["channels"].values())
+    assert results["settings"]["optimized_layer"] == "blocks_4"  # not rectified: as it is
+    assert all("objective_post" not in r for r in results["channels"].values())
+
+
+@pytest.mark.parametrize("activation", ["pre", "post"])
+def test_rectified_layer_records_both_values(tmp_path, activation):
+    assert main(["render", "--layer", "conv2", "--channels", "0-1", "--steps", "4", "--size",
+                 "32", "--quiet", "--activation", activation, "--out", str(tmp_path)] + TINY) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    expected = "conv2_conv" if activation == "pre" else "conv2"
+    assert results["settings"]["optimized_layer"] == expected
+    channels = results["channels"].values()
+    if activation == "pre":  # after the ReLU: the positive part's mean, at least the mean
+        assert all(r["objective_post"] >= r["objective"] - 1e-5 for r in channels)
+    else:
+        assert all("objective_post" not in r for r in channels)
 
 
 def test_outputs_follow_the_umask(tmp_path):

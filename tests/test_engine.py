@@ -379,3 +379,34 @@ def test_nnx_module_with_batchnorm_and_dropout_in_eval_mode():
     live = int(np.argmax(np.asarray(ours["block"]).mean((0, 1, 2))))
     out = featviz.render(model, [obj.channel("block", live)], size=16, steps=24)
     assert out.trace[0, -4:].mean() > out.trace[0, :4].mean()
+
+
+class _CappedNet(nn.Module):
+    """A conv whose relu6 saturates within a few steps: post-activation objectives stall at 6."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, kernel_init=nn.initializers.normal(1.0))(x))
+        x = nn.Conv(4, (3, 3), name="conv", kernel_init=nn.initializers.normal(1.0))(x)
+        self.sow("intermediates", "capped", nn.relu6(x))
+        return x.mean((1, 2))
+
+
+def test_capped_layer_optimizes_its_pre_activation_by_default():
+    net = _CappedNet()
+    model = featviz.from_linen(net, net.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))),
+                               ["capped"], image_size=16, pre_activations={"capped": "conv"})
+    assert model.pre_activation("capped") == "conv" and model.check_layer("conv") == "conv"
+    objs, keys = [obj.channel("capped", c) for c in range(4)], featviz.channel_keys(0, range(4))
+    pre = featviz.Renderer(model, size=16, steps=48, transforms=[])(objs, keys)
+    post = featviz.Renderer(model, size=16, steps=48, transforms=[], activation="post")(objs, keys)
+    acts = model.activations(pre.images, layers=["capped", "conv"])
+    on_conv = np.asarray(acts["conv"]).mean((1, 2))[np.arange(4), np.arange(4)]
+    on_capped = np.asarray(acts["capped"]).mean((1, 2))[np.arange(4), np.arange(4)]
+    np.testing.assert_allclose(pre.final, on_conv, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pre.final_post, on_capped, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(post.final, post.final_post)
+    capped = post.final >= 6.0 - 1e-4  # stalled at the cap: its gradient is zero there
+    assert capped.any() and (pre.final[capped] > 12.0).all()  # past the cap it still climbs
+    with pytest.raises(ValueError, match="'pre' or 'post'"):
+        featviz.Renderer(model, size=16, activation="after")

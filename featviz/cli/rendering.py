@@ -25,9 +25,12 @@ def cmd_models(args):
 def cmd_layers(args):
     model = load_model(args)
     shapes = model.layer_shapes(args.size)
-    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} channels")
+    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} {'channels':>8}"
+          "  optimized as")
     for name, shape in shapes.items():
-        print(f"{name:<12} {str(shape):<28} {shape[-1]}")
+        pre = model.pre_activation(name)
+        print(f"{name:<12} {str(shape):<28} {shape[-1]:>8}  "
+              f"{pre + ' (before its rectifier)' if pre else name}")
 
 
 def cmd_predict(args):
@@ -68,7 +71,7 @@ def _devices(spec: str | None):
 def _render_settings(args):
     return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
                 lr=args.lr, devices=_devices(args.devices), precision=args.precision,
-                progress=not args.quiet)
+                activation=args.activation, progress=not args.quiet)
 
 
 def cmd_render(args):
@@ -119,6 +122,9 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="the network's compute precision (image parameters stay float32)")
+    p.add_argument("--activation", choices=["pre", "post"], default="pre",
+                   help="on a rectified layer (e.g. relu6-capped 'head'), optimize its values "
+                   "before the rectifier (default) or after it")
     p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
     p.add_argument("--distributed", metavar="HOST:PORT|auto",
                    help="join a multi-process run through jax.distributed")

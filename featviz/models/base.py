@@ -63,6 +63,9 @@ class Model:
     # the layers atlases and galleries show when none is named (empty: the last layer with a
     # spatial map)
     default_layers: tuple[str, ...] = ()
+    # a rectified or capped layer -> the layer holding its values before the rectifier (e.g.
+    # "head" -> "head_conv"); objectives on such a layer optimize that by default
+    pre_activations: dict = field(default_factory=dict)
     _shape_cache: dict = field(default_factory=dict, repr=False)
     _programs: dict = field(default_factory=dict, repr=False)
 
@@ -79,8 +82,9 @@ class Model:
         return self._programs[key](self.params if params is None else params, images)
 
     def check_layer(self, layer: str) -> str:
-        """Return ``layer`` if the model exposes it, else raise a message listing valid ones."""
-        if layer not in self.layers:
+        """Return ``layer`` if the model exposes it (or it is one of the model's
+        pre-activations), else raise a message listing valid ones."""
+        if layer not in self.layers and layer not in self.pre_activations.values():
             raise UnknownLayerError(
                 f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
         return layer
@@ -118,6 +122,11 @@ class Model:
             raise NoSpatialMapError(f"layer {layer!r} has no spatial map (shape {shape}); pick one "
                                     f"that has: {', '.join(maps)}")
         return layer
+
+    def pre_activation(self, layer: str) -> str | None:
+        """The layer holding ``layer``'s values before its rectifier, or None (not rectified,
+        or not known: pass ``pre_activations=`` when adapting a module)."""
+        return self.pre_activations.get(self.check_layer(layer))
 
     @property
     def shown_layers(self) -> tuple[str, ...]:
@@ -186,7 +195,7 @@ class _LayersReady(Exception):
 def from_linen(module, params, layers: Sequence[str], *, name: str | None = None,
                preprocess: Callable = _identity, image_size: int = 224,
                class_names: Sequence[str] | None = None,
-               apply_kwargs: dict | None = None) -> Model:
+               apply_kwargs: dict | None = None, pre_activations: dict | None = None) -> Model:
     """Adapt a ``flax.linen`` module: expose the named submodule outputs or sown values.
 
     A layer name is a submodule path joined by ``/`` (its ``__call__`` output, e.g.
@@ -194,9 +203,12 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
     ``self.sow("intermediates", name, x)``. ``params`` are the module's variables, any
     collections (``params``, ``batch_stats``, ...); ``apply_kwargs`` go to every
     ``module.apply`` call, e.g. ``{"train": False}`` for a network with BatchNorm or Dropout.
+    ``pre_activations`` maps a rectified layer to the one holding its values before the
+    rectifier (``{"relu1": "conv1"}``), which objectives on it then optimize by default.
     """
     apply_kwargs = dict(apply_kwargs or {})
-    exposed = tuple(layers)
+    pre_activations = dict(pre_activations or {})
+    exposed = tuple(layers) + tuple(v for v in pre_activations.values() if v not in layers)
     hint = "a submodule path or a value sown into 'intermediates'"
 
     def apply(p, x, layers=None):
@@ -228,13 +240,15 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
             pass
         return _pick(found, wanted, hint)
 
-    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=exposed,
-                 preprocess=preprocess, image_size=image_size, class_names=class_names)
+    return Model(name=name or type(module).__name__, apply=apply, params=params,
+                 layers=tuple(layers), preprocess=preprocess, image_size=image_size,
+                 class_names=class_names, pre_activations=pre_activations)
 
 
 def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
              preprocess: Callable = _identity, image_size: int = 224,
-             class_names: Sequence[str] | None = None) -> Model:
+             class_names: Sequence[str] | None = None,
+             pre_activations: dict | None = None) -> Model:
     """Adapt a ``flax.nnx`` module: expose values it stores with
     ``self.sow(nnx.Intermediate, name, x)`` and the outputs of submodules (by attribute path
     joined with ``/``, e.g. ``"conv1"``). Its ``nnx.Param`` variables become ``Model.params``;
@@ -257,7 +271,8 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
     from flax import nnx
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    exposed = tuple(layers)
+    pre_activations = dict(pre_activations or {})
+    exposed = tuple(layers) + tuple(v for v in pre_activations.values() if v not in layers)
 
     def apply(p, x, layers=None):
         wanted = _requested(layers, exposed)
@@ -269,6 +284,7 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
             found[_layer_name(tuple(str(k) for k in path))] = value[-1]
         return _pick(found, wanted, "a submodule attribute or a value sown as nnx.Intermediate")
 
-    return Model(name=name or type(module).__name__, apply=apply, params=params, layers=exposed,
-                 preprocess=preprocess, image_size=image_size, class_names=class_names)
+    return Model(name=name or type(module).__name__, apply=apply, params=params,
+                 layers=tuple(layers), preprocess=preprocess, image_size=image_size,
+                 class_names=class_names, pre_activations=pre_activations)
 

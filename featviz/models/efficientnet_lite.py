@@ -111,6 +111,10 @@ class MBConv(nn.Module):
         return x + inputs if s.residual else x
 
 
+# the relu6-capped layers and their convolutions' outputs (blocks end in a linear projection)
+PRE_ACTIVATIONS = {"stem": "stem_conv", "head": "head_conv"}
+
+
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite on preprocessed NHWC inputs ((rgb*255 - 127) / 128); returns logits."""
 
@@ -232,4 +236,5 @@ def load_efficientnet_lite(weights: str | None = None, name: str = "efficientnet
             f"{found[-1].out} channels where {name} has {len(want)} up to {want[-1].out}); "
             f"give {name}'s weights")
     return from_linen(module, params, lite_layers(name), name=name, preprocess=lite_preprocess,
-                      image_size=VARIANTS[name].image_size, class_names=class_names())
+                      image_size=VARIANTS[name].image_size, class_names=class_names(),
+                      pre_activations=PRE_ACTIVATIONS)

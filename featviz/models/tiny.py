@@ -63,4 +63,5 @@ def load_tiny(weights: str | None = None) -> Model:
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: jax.device_put(_seeded(s, rng)), shapes)
     return from_linen(net, params, TINY_LAYERS, name="tiny",
-                      preprocess=lambda x: x * 2 - 1, image_size=32)
+                      preprocess=lambda x: x * 2 - 1, image_size=32,
+                      pre_activations={name: f"{name}_conv" for name in TINY_LAYERS[:-1]})
