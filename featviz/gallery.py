@@ -29,9 +29,9 @@ from urllib.parse import quote
 import numpy as np
 
 from .atlas import check_size, parse_channels, render_channels
-from .attribution import PROJECTIONS, gradient_image, projection_fn, unit_weights
+from .attribution import PROJECTIONS
 from .photos import DatasetError, iter_images, sample_photos, square_resize
-from .top_patches import crop, top_patches
+from .top_patches import patch_projections, top_patches
 from .image import save_png, write_text_atomic
 from .models.base import Model
 
@@ -91,21 +91,15 @@ def _load_json(path: Path, settings: dict) -> dict:
 def _save_channel(model: Model, layer: str, c: int, examples, field, sources: dict,
                   out_dir: Path) -> list[dict]:
     """Write one channel's patches and their projections (cut to the same window); its rows."""
-    images = np.stack([sources[e.image] for e in examples])
-    weights = unit_weights(model.layer_shape(layer, images.shape[1]), [c] * len(examples),
-                           [e.y for e in examples], [e.x for e in examples])
-    grads = {rule: np.asarray(projection_fn(model, layer, rule)(images, model.params, weights))
-             for rule in PROJECTIONS}
+    projections = patch_projections(model, layer, c, examples, sources, field)
     rows = []
     for i, e in enumerate(examples):
-        top, left = field.offset + e.y * field.stride, field.offset + e.x * field.stride
         row = {"value": e.value, "image": Path(e.image).name, "y": e.y, "x": e.x,
                "patch": f"patches/{c}_{i}.png"}
         save_png(e.patch, out_dir / row["patch"])
         for rule in PROJECTIONS:
             row[rule] = f"patches/{c}_{i}_{rule}.png"
-            save_png(crop(gradient_image(grads[rule][i]) / 255.0, top, left, field.size),
-                     out_dir / row[rule])
+            save_png(projections[rule][i], out_dir / row[rule])
         rows.append(row)
     return rows
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from .attribution import ALL_CHANNELS, projection_fn, unit_weights
+from .attribution import ALL_CHANNELS, PROJECTIONS, gradient_image, projection_fn, unit_weights
 from .image import make_grid, to_uint8
 from .models.base import Model, per_model
 from .photos import DatasetError, square_resize
@@ -173,3 +173,21 @@ def patch_grid(examples: Sequence[Example], tile: int = 96, columns: int | None 
     tiles = [np.asarray(Image.fromarray(to_uint8(e.patch)).resize((tile, tile), resample))
              for e in examples]
     return make_grid(np.stack(tiles), columns=columns, labels=[f"{e.value:.3f}" for e in examples])
+
+
+def patch_projections(model: Model, layer: str, channel: int, examples: Sequence[Example],
+                      sources: dict, field: ReceptiveField) -> dict[str, list[np.ndarray]]:
+    """For each projection rule (deconvnet, guided), each example's projection (the gradient
+    of its unit through the rule's rectifiers) as a picture cut to the example's patch window;
+    ``sources`` maps an example's image name to the image it was found in (at search size)."""
+    images = np.stack([sources[e.image] for e in examples])
+    weights = unit_weights(model.layer_shape(layer, images.shape[1]), [channel] * len(examples),
+                           [e.y for e in examples], [e.x for e in examples])
+    windows = [(field.offset + e.y * field.stride, field.offset + e.x * field.stride)
+               for e in examples]
+    out = {}
+    for rule in PROJECTIONS:
+        grads = np.asarray(projection_fn(model, layer, rule)(images, model.params, weights))
+        out[rule] = [crop(gradient_image(g) / 255.0, top, left, field.size)
+                     for g, (top, left) in zip(grads, windows)]
+    return out

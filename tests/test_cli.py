@@ -169,7 +169,7 @@ MINIMAL_ARGS = {  # each command's required arguments (never read: the options a
     "top-patches": ["--layer", "conv1", "--channels", "0", "--out", "o"],
     "project": ["photo.png", "--layer", "conv1", "--channel", "0", "--out", "o.png"],
     "saliency": ["photo.png", "--out", "o.png"], "gradcam": ["photo.png", "--out", "o.png"],
-    "gallery": ["--out", "o"],
+    "gallery": ["--out", "o"], "unit": ["--layer", "conv1", "--channel", "0", "--out", "o.png"],
 }
 
 
@@ -199,8 +199,6 @@ def test_out_of_range_values_are_one_line_errors(command, flag, dest, tmp_path, 
     monkeypatch.chdir(tmp_path)
     for value in _invalid_values(dest):
         argv = [command] + MINIMAL_ARGS[command] + [flag, value] + TINY
-        if command == "project" and flag == "--channel":
-            argv = [command, "photo.png", "--layer", "conv1", "--channel", value, "--out", "o.png"]
         assert main(argv) == 2, argv
         assert flag in _error_line(capsys)
     assert not any(tmp_path.iterdir())  # refused before anything was written
@@ -268,6 +266,18 @@ def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
     assert 0.2 * 2 ** 30 < need <= atlas.MEMORY_SHARE * 2 ** 30
     assert atlas.chunk_sizes(1280, 1000) == 640 and atlas.chunk_sizes(1280, 1280) == 1280
     assert atlas.chunk_sizes(10, 8, n_devices=4) == 8 and atlas.chunk_sizes(9, 4, 4) == 4
+
+
+def test_unit_sheet(tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    assert main(["unit", "--layer", "conv2", "--channel", "3", "--k", "4", "--steps", "4",
+                 "--size", "32", "--out", str(out)] + TINY) == 0
+    sheet = Image.open(out)
+    assert sheet.size[0] > 3 * sheet.size[1] / 2  # four parts side by side
+    assert main(["unit", "--layer", "conv2", "--channel", "16", "--out", str(out)] + TINY) == 2
+    assert "channels 0-15" in _error_line(capsys)
+    assert main(["unit", "--layer", "logits", "--channel", "0", "--out", str(out)] + TINY) == 2
+    assert "no spatial map" in _error_line(capsys)
 
 
 def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):

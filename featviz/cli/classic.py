@@ -5,6 +5,7 @@
     featviz project IMAGE --layer L --channel C [--method deconvnet|guided] --out p.png
     featviz saliency IMAGE [--class K] [--method vanilla|smoothgrad|gradxinput] --out s.png
     featviz gradcam IMAGE [--class K] [--layer L] [--method gradcam|cam] --out heat.png
+    featviz unit --layer L --channel C [--images DIR] [--k 9] [--steps N] --out sheet.png
 
 Map commands also take ``--save-array FILE.npy`` for the raw array.
 """
@@ -121,6 +122,30 @@ def cmd_gradcam(args):
           f"{args.layer or attr.last_spatial_layer(model)}")
 
 
+def cmd_unit(args):
+    from ..image import save_png
+    from ..photos import iter_images
+    from ..unit_sheet import unit_sheet
+    png_path(args)
+    model = load_model(args)
+    layer = model.spatial_layer(args.layer)
+    n = model.channels(layer)
+    if args.channel >= n:
+        from ..atlas import ChannelRangeError
+        raise ChannelRangeError(f"--channel {args.channel} is out of range; layer {layer} has "
+                                f"channels 0-{n - 1}")
+
+    def skipped(path, err):
+        print(f"featviz: warning: skipped: {err}", file=sys.stderr)
+    images = iter_images(args.images, None, skipped) if args.images else None
+    sheet = unit_sheet(model, layer, args.channel, images=images, k=args.k, steps=args.steps,
+                       size=args.size, seed=args.seed, image_size=args.image_size,
+                       activation=args.activation)
+    save_png(sheet, args.out)
+    print(f"wrote {args.out} ({layer}:{args.channel}: feature visualization, top {args.k} "
+          "patches, deconvnet and guided projections)")
+
+
 def register(sub) -> None:
     """Add the classic-view subcommands to an ``argparse`` subparsers object."""
     def command(name, about, func, image=True, out_help="output .png file"):
@@ -168,3 +193,17 @@ def register(sub) -> None:
                    help="class id (default: the top prediction)")
     p.add_argument("--layer", default=None, help="default: the last layer with a spatial map")
     p.add_argument("--method", choices=("gradcam", "cam"), default="gradcam")
+
+    p = command("unit", "one channel's sheet: feature visualization, top patches, projections",
+                cmd_unit, image=False)
+    p.add_argument("--layer", required=True)
+    p.add_argument("--channel", type=int, required=True)
+    p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
+    p.add_argument("--k", type=int, default=9, help="top patches")
+    p.add_argument("--steps", type=int, default=256, help="feature visualization steps")
+    p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side the photos are searched at (default: the model's input size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--activation", choices=["pre", "post"], default="pre",
+                   help="on a rectified layer, visualize its values before the rectifier (default)")

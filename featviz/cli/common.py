@@ -41,7 +41,7 @@ OPTION_RANGES = {
     "steps": (1, 1_000_000), "size": (16, 4096), "seed": (0, 2**32 - 1), "lr": (0, 100),
     "chunk": (1, None), "columns": (1, None), "top": (1, None), "k": (1, 10_000),
     "batch": (1, None), "samples": (1, 10_000), "channel": (0, None), "class_id": (0, None),
-    "num_processes": (1, None), "process_id": (0, None),
+    "num_processes": (1, None), "process_id": (0, None), "image_size": (16, 4096),
 }
 
 

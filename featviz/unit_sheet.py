@@ -1,0 +1,79 @@
+"""One channel on one sheet, in Zeiler & Fergus's layout: the image that drives it hardest
+(feature visualization), the photo patches that excite it most, and those patches projected
+back to pixels through deconvnet and guided-backprop rectifiers.
+
+    featviz unit --layer L --channel C [--images DIR] [--k 9] [--steps N] --out sheet.png
+
+Example:
+    >>> from featviz import load_model
+    >>> sheet = unit_sheet(load_model("tiny"), "conv2", 3, k=4, steps=4, size=32, image_size=32)
+    >>> sheet.dtype, sheet.shape[2]
+    (dtype('uint8'), 3)
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import objectives as obj
+from .attribution import PROJECTIONS
+from .engine import Renderer, channel_keys
+from .image import make_grid
+from .models.base import Model
+from .photos import sample_photos, square_resize
+from .top_patches import patch_projections, top_patches
+
+TILE = 80  # side of a patch tile on the sheet, pixels
+TITLE_HEIGHT = 16
+
+
+def _resized(image, side: int) -> np.ndarray:
+    """A float image in [0, 1] as a ``side`` x ``side`` uint8 tile (nearest for small ones)."""
+    im = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+    resample = Image.NEAREST if im.size[0] < side else Image.BILINEAR
+    return np.asarray(im.resize((side, side), resample))
+
+
+def _titled_row(parts: list[tuple[str, np.ndarray]], pad: int = 8) -> np.ndarray:
+    """Parts (title, uint8 image) side by side on white, each under its title."""
+    height = max(p.shape[0] for _, p in parts) + TITLE_HEIGHT
+    width = sum(p.shape[1] for _, p in parts) + pad * (len(parts) + 1)
+    canvas = Image.new("RGB", (width, height + pad), (255, 255, 255))
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    x = pad
+    for title, part in parts:
+        draw.text((x, 2), title, fill=(0, 0, 0), font=font)
+        canvas.paste(Image.fromarray(part), (x, TITLE_HEIGHT))
+        x += part.shape[1] + pad
+    return np.asarray(canvas)
+
+
+def unit_sheet(model: Model, layer: str, channel: int, *, images=None, k: int = 9,
+               steps: int = 256, size: int = 128, seed: int = 0,
+               image_size: int | None = None, activation: str = "pre") -> np.ndarray:
+    """The sheet of ``channel`` of ``layer`` as a uint8 (H, W, 3) image: its feature
+    visualization (``steps`` at ``size`` px), its top-``k`` patches among ``images``
+    (``(name, image)`` pairs; default: ``sample_photos()``) searched at ``image_size`` px
+    (default: the model's input size), and their deconvnet and guided projections."""
+    layer = model.spatial_layer(layer)
+    image_size = image_size or model.image_size
+    render = Renderer(model, size=size, steps=steps, activation=activation)(
+        [obj.channel(layer, channel)], channel_keys(seed, [channel]))
+    photos = list(sample_photos() if images is None else images)
+    found = top_patches(model, photos, layer, [channel], k=k, size=image_size)
+    examples = found.examples[channel]
+    needed = {e.image for e in examples}
+    sources = {name: square_resize(im, image_size) for name, im in photos if name in needed}
+    projections = patch_projections(model, layer, channel, examples, sources, found.field)
+    columns = int(np.ceil(np.sqrt(len(examples))))
+
+    def grid(pictures, labels=None):
+        return make_grid(np.stack([_resized(p, TILE) for p in pictures]), columns=columns,
+                         labels=labels)
+    patches = grid([e.patch for e in examples], [f"{e.value:.2f}" for e in examples])
+    side = patches.shape[0]
+    parts = [(f"{layer}:{channel} feature visualization", _resized(render.images[0], side)),
+             (f"top {len(examples)} patches (activation)", patches)]
+    parts += [(f"{rule} projections", grid(projections[rule], [""] * len(examples)))
+              for rule in PROJECTIONS]
+    return _titled_row(parts)
