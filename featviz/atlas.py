@@ -104,7 +104,8 @@ def image_bytes(renderer: Renderer, layer: str) -> int:
     footprint for stem, blocks_8 and head)."""
     size = renderer.size
     canvas = jax.eval_shape(renderer.settings.transform, jax.random.key(0),
-                            jax.ShapeDtypeStruct((size, size, 3), np.float32)).shape
+                            jax.ShapeDtypeStruct((size, size, renderer.model.input_channels),
+                                                 np.float32)).shape
     x = jax.ShapeDtypeStruct((1,) + tuple(canvas), renderer.compute_dtype)
     forward = jax.make_jaxpr(lambda p, v: renderer.model.apply(p, v, [layer]))(
         renderer.model.params, x)

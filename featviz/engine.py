@@ -363,7 +363,8 @@ class Renderer:
         program = self._executable(objectives, keys, state)
         # the final images' forward program compiles (or loads) while the steps run
         final_ready = _BACKGROUND.submit(self.final_values, unpadded,
-                                         np.zeros((n, self.size, self.size, 3), np.float32))
+                                         np.zeros((n, self.size, self.size, self.model.input_channels),
+                                                  np.float32))
         traces = []
         for start in range(0, steps, SEGMENT):
             stop = min(start + SEGMENT, steps)

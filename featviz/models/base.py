@@ -1,7 +1,8 @@
 """One adapter from any Flax module to what featviz needs: ``apply(params, x) -> {layer: activations}``.
 
-Images everywhere in featviz are float RGB in [0, 1], shaped (N, H, W, 3); ``Model.preprocess``
-maps them to what the network was trained on. Activations are NHWC (N, H, W, C) or (N, C).
+Images everywhere in featviz are float RGB in [0, 1], shaped (N, H, W, 3), or (N, H, W, 1) for
+a network that takes grey images (``Model.input_channels``; RGB photos given to such a network
+are turned grey); ``Model.preprocess`` maps them to what the network was trained on. Activations are NHWC (N, H, W, C) or (N, C).
 
 Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -66,6 +67,7 @@ class Model:
     # a rectified or capped layer -> the layer holding its values before the rectifier (e.g.
     # "head" -> "head_conv"); objectives on such a layer optimize that by default
     pre_activations: dict = field(default_factory=dict)
+    input_channels: int = 3  # 3: RGB; 1: grey
     _shape_cache: dict = field(default_factory=dict, repr=False)
     _programs: dict = field(default_factory=dict, repr=False)
 
@@ -77,9 +79,17 @@ class Model:
         key = None if layers is None else tuple(layers)
         if key not in self._programs:
             def forward(p, x):
-                return self.apply(p, self.preprocess(x), key)
+                return self.apply(p, self.preprocess(self.as_input(x)), key)
             self._programs[key] = jax.jit(forward)
         return self._programs[key](self.params if params is None else params, images)
+
+    def as_input(self, images):
+        """RGB images as this network's input: unchanged, or grey (ITU-R 601 luma) for a
+        network that takes one channel."""
+        if self.input_channels == 1 and images.shape[-1] == 3:
+            return (images * jnp.asarray([0.299, 0.587, 0.114], images.dtype)).sum(-1,
+                                                                                  keepdims=True)
+        return images
 
     def check_layer(self, layer: str) -> str:
         """Return ``layer`` if the model exposes it (or it is one of the model's
@@ -92,7 +102,7 @@ class Model:
     def layer_shapes(self, size: int) -> dict[str, tuple]:
         """Per-layer activation shape (without the batch axis) for a ``size`` x ``size`` input."""
         if size not in self._shape_cache:
-            x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+            x = jax.ShapeDtypeStruct((1, size, size, self.input_channels), jnp.float32)
             shapes = jax.eval_shape(self.activations, x)
             self._shape_cache[size] = {k: tuple(shapes[k].shape[1:]) for k in self.layers}
         return self._shape_cache[size]
@@ -107,7 +117,7 @@ class Model:
             from .. import programs
 
             def traced():
-                x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+                x = jax.ShapeDtypeStruct((1, size, size, self.input_channels), jnp.float32)
                 out = jax.eval_shape(lambda v: self.activations(v, layers=[layer]), x)
                 return out[layer].shape[1:]
             self._shape_cache[layer, size] = tuple(programs.layer_shape(self, layer, size, traced))
@@ -154,6 +164,19 @@ def per_model(build: Callable) -> Callable:
     return cached
 
 
+def _input_channels(apply, params, layers: tuple, preprocess, size: int) -> int:
+    """How many channels the network's input has: 3 (RGB) if it accepts them, else 1 (grey)."""
+    for channels in (3, 1):
+        x = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+        try:
+            jax.eval_shape(lambda p, v: apply(p, preprocess(v), layers[:1]), params, x)
+            return channels
+        except Exception:  # noqa: BLE001 - a shape mismatch, in whatever form the module raises
+            continue
+    raise ValueError("the module accepts neither 3-channel (RGB) nor 1-channel (grey) "
+                     "images; pass input_channels=")
+
+
 def _pick(found: dict, wanted: tuple, hint: str) -> dict:
     """The wanted layers from what the module produced, in order; a clear error for the rest."""
     missing = set(wanted) - set(found)
@@ -195,7 +218,8 @@ class _LayersReady(Exception):
 def from_linen(module, params, layers: Sequence[str], *, name: str | None = None,
                preprocess: Callable = _identity, image_size: int = 224,
                class_names: Sequence[str] | None = None,
-               apply_kwargs: dict | None = None, pre_activations: dict | None = None) -> Model:
+               apply_kwargs: dict | None = None, pre_activations: dict | None = None,
+               input_channels: int | None = None) -> Model:
     """Adapt a ``flax.linen`` module: expose the named submodule outputs or sown values.
 
     A layer name is a submodule path joined by ``/`` (its ``__call__`` output, e.g.
@@ -205,6 +229,7 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
     ``module.apply`` call, e.g. ``{"train": False}`` for a network with BatchNorm or Dropout.
     ``pre_activations`` maps a rectified layer to the one holding its values before the
     rectifier (``{"relu1": "conv1"}``), which objectives on it then optimize by default.
+    ``input_channels`` is 3 (RGB) or 1 (grey); None: found by trying the module on both.
     """
     apply_kwargs = dict(apply_kwargs or {})
     pre_activations = dict(pre_activations or {})
@@ -242,18 +267,21 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
 
     return Model(name=name or type(module).__name__, apply=apply, params=params,
                  layers=tuple(layers), preprocess=preprocess, image_size=image_size,
-                 class_names=class_names, pre_activations=pre_activations)
+                 class_names=class_names, pre_activations=pre_activations,
+                 input_channels=input_channels or _input_channels(apply, params, exposed,
+                                                                  preprocess, image_size))
 
 
 def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
              preprocess: Callable = _identity, image_size: int = 224,
              class_names: Sequence[str] | None = None,
-             pre_activations: dict | None = None) -> Model:
+             pre_activations: dict | None = None, input_channels: int | None = None) -> Model:
     """Adapt a ``flax.nnx`` module: expose values it stores with
     ``self.sow(nnx.Intermediate, name, x)`` and the outputs of submodules (by attribute path
     joined with ``/``, e.g. ``"conv1"``). Its ``nnx.Param`` variables become ``Model.params``;
     its other state (``nnx.BatchNorm``'s running statistics) is used as it is: call
     ``module.eval()`` first, so that BatchNorm uses its running averages and Dropout is off.
+    ``pre_activations`` and ``input_channels`` as for ``from_linen``.
 
     Example:
         >>> from flax import nnx
@@ -286,5 +314,7 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
 
     return Model(name=name or type(module).__name__, apply=apply, params=params,
                  layers=tuple(layers), preprocess=preprocess, image_size=image_size,
-                 class_names=class_names, pre_activations=pre_activations)
+                 class_names=class_names, pre_activations=pre_activations,
+                 input_channels=input_channels or _input_channels(apply, params, exposed,
+                                                                  preprocess, image_size))
 

@@ -237,4 +237,4 @@ def load_efficientnet_lite(weights: str | None = None, name: str = "efficientnet
             f"give {name}'s weights")
     return from_linen(module, params, lite_layers(name), name=name, preprocess=lite_preprocess,
                       image_size=VARIANTS[name].image_size, class_names=class_names(),
-                      pre_activations=PRE_ACTIVATIONS)
+                      pre_activations=PRE_ACTIVATIONS, input_channels=3)

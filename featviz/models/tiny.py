@@ -64,4 +64,5 @@ def load_tiny(weights: str | None = None) -> Model:
     params = jax.tree.map(lambda s: jax.device_put(_seeded(s, rng)), shapes)
     return from_linen(net, params, TINY_LAYERS, name="tiny",
                       preprocess=lambda x: x * 2 - 1, image_size=32,
-                      pre_activations={name: f"{name}_conv" for name in TINY_LAYERS[:-1]})
+                      pre_activations={name: f"{name}_conv" for name in TINY_LAYERS[:-1]},
+                      input_channels=3)
