@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import Model, UnknownLayerError, from_linen, from_nnx
+from .base import Model, UnknownLayerError, UnknownModelError, from_linen, from_nnx
 from .efficientnet_lite import load_efficientnet_lite
 from .tiny import load_tiny
 from .torch_weights import WeightsFileError
 
 ZOO = {"efficientnet-lite0": load_efficientnet_lite, "tiny": load_tiny}
 DEFAULT_MODEL = "efficientnet-lite0"
-
-
-class UnknownModelError(ValueError):
-    """A model name not in the zoo."""
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
