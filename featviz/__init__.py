@@ -9,10 +9,10 @@ Example:
 __version__ = "0.1.0"
 
 from . import cache, objectives, param, transforms
-from .models import Model, from_linen, from_nnx, load_model
+from .models import Model, from_keras, from_linen, from_nnx, load_model
 from .render import Renderer, RenderResult, channel_keys, render
 
 cache.enable_persistent_cache()
 
-__all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_linen", "from_nnx",
-           "load_model", "objectives", "param", "render", "transforms"]
+__all__ = ["Model", "Renderer", "RenderResult", "channel_keys", "from_keras", "from_linen",
+           "from_nnx", "load_model", "objectives", "param", "render", "transforms"]

@@ -11,6 +11,7 @@ import dataclasses
 
 from .base import Model, UnknownLayerError, UnknownModelError, from_linen, from_nnx
 from .efficientnet_lite import load_efficientnet_lite
+from .keras import KerasWeightsError, from_keras, keras_application
 from .tiny import load_tiny
 from .torch_weights import WeightsFileError
 
@@ -25,5 +26,6 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
     return dataclasses.replace(ZOO[name](weights), program_id=f"zoo:{name}")
 
 
-__all__ = ["Model", "from_linen", "from_nnx", "load_model", "UnknownLayerError",
-           "UnknownModelError", "WeightsFileError", "ZOO"]
+__all__ = ["Model", "from_keras", "from_linen", "from_nnx", "keras_application", "load_model",
+           "KerasWeightsError", "UnknownLayerError", "UnknownModelError", "WeightsFileError",
+           "ZOO"]
