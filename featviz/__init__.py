@@ -16,7 +16,7 @@ from . import cache
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Model": "models", "from_linen": "models", "from_nnx": "models", "load_model": "models",
+    "Model": "models", "from_keras": "models", "from_linen": "models", "from_nnx": "models", "load_model": "models",
     "Renderer": "engine", "RenderResult": "engine", "channel_keys": "engine", "render": "engine",
 }
 _SUBMODULES = ("objectives", "param", "transforms")

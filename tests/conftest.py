@@ -6,6 +6,9 @@ import os
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
                                                  "--xla_backend_optimization_level=2"]))
 
+# Keras (tests/test_keras.py, docstring examples) runs on JAX; set before keras is imported.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

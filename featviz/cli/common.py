@@ -29,10 +29,13 @@ def user_errors() -> tuple[type[Exception], ...]:
     from ..engine import ChunkTooLargeError
     from ..image import ImageReadError
     from ..models import UnknownLayerError, UnknownModelError, WeightsFileError
+    from ..models.keras import KerasModelError, KerasUnavailableError
+    from ..objectives import ObjectiveIndexError
     from ..photos import DatasetError
     return (UsageError, ChannelRangeError, ChunkTooLargeError, SizeError, ImageReadError,
             UnknownLayerError, UnknownModelError, WeightsFileError, ClassIndexError,
-            ClassifierError, DatasetError)
+            ClassifierError, DatasetError, KerasModelError, KerasUnavailableError,
+            ObjectiveIndexError)
 
 
 # Every numeric option of every command: (lowest, highest) allowed; None is unbounded. "lr"
@@ -63,8 +66,9 @@ def check_options(args) -> None:
 
 def add_model_options(parser):
     """``--model`` and ``--weights``; returns the parser."""
-    parser.add_argument("--model", help="a model name ('featviz models' lists them; default: "
-                        "EfficientNet-Lite0)")
+    parser.add_argument("--model", help="a zoo model ('featviz models' lists them; default: "
+                        "efficientnet-lite0) or keras:NAME, a keras.applications network "
+                        "(with --weights FILE)")
     parser.add_argument("--weights", help="another copy of the model's weights file")
     return parser
 

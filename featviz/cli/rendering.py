@@ -16,10 +16,13 @@ from .common import UsageError, add_model_options, load_model, writable_dir
 
 def cmd_models(args):
     from ..models import describe_models
+    from ..models.keras import APPLICATIONS
     rows = describe_models()
     print(f"{'model':<20} {'input px':>8} {'layers':>6}  weights")
     for row in rows:
         print(f"{row.name:<20} {row.image_size:>8} {row.layers:>6}  {row.weights_source}")
+    print(f"keras:NAME, with featviz[keras] and the weights file Keras downloads (--weights FILE)"
+          f", NAME one of: {', '.join(APPLICATIONS)}")
 
 
 def cmd_layers(args):
@@ -39,8 +42,10 @@ def cmd_predict(args):
 
     from ..image import load_image
     model = load_model(args)
+    from ..attribution import score_layer
     images = np.stack([load_image(p, size=model.image_size) for p in args.images])
-    probs = np.asarray(jax.nn.softmax(jax.jit(model.activations)(images)["logits"], axis=-1))
+    scores = score_layer(model)
+    probs = np.asarray(jax.nn.softmax(model.activations(images, layers=[scores])[scores], axis=-1))
     report = []
     for path, p in zip(args.images, probs):
         top = np.argsort(-p)[:args.top]

@@ -24,16 +24,13 @@ import dataclasses
 from functools import partial
 from typing import Callable, NamedTuple
 
-from .base import Model, UnknownLayerError, from_linen, from_nnx
+from .base import Model, UnknownLayerError, UnknownModelError, from_linen, from_nnx
 from .efficientnet_lite import VARIANTS, lite_layers, load_efficientnet_lite
+from .keras import KerasWeightsError, from_keras, keras_application
 from .tiny import TINY_LAYERS, load_tiny
 from .torch_weights import MissingWeightsError, WeightsFileError
 
 DEFAULT_MODEL = "efficientnet-lite0"
-
-
-class UnknownModelError(ValueError):
-    """A model name not in the zoo."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +81,14 @@ def zoo_model(name: str) -> ZooModel:
     return REGISTRY[name]
 
 
+KERAS_PREFIX = "keras:"
+
+
 def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
-    """Load a zoo model; ``weights`` is another copy of its weights file."""
+    """Load a zoo model (``weights``: another copy of its weights file), or with
+    ``"keras:NAME"`` one of ``keras.applications`` from its weights file (``keras_application``)."""
+    if name.startswith(KERAS_PREFIX):
+        return keras_application(name[len(KERAS_PREFIX):], weights)
     return zoo_model(name).load(weights)
 
 
@@ -103,6 +106,7 @@ def describe_models() -> list[ModelRow]:
             for m in REGISTRY.values()]
 
 
-__all__ = ["DEFAULT_MODEL", "MissingWeightsError", "Model", "ModelRow", "REGISTRY", "ZOO",
-           "ZooModel", "UnknownLayerError", "UnknownModelError", "WeightsFileError",
-           "describe_models", "from_linen", "from_nnx", "load_model", "zoo_model"]
+__all__ = ["DEFAULT_MODEL", "KerasWeightsError", "MissingWeightsError", "Model", "ModelRow",
+           "REGISTRY", "ZOO", "ZooModel", "UnknownLayerError", "UnknownModelError",
+           "WeightsFileError", "describe_models", "from_keras", "from_linen", "from_nnx",
+           "keras_application", "load_model", "zoo_model"]

@@ -33,6 +33,10 @@ class UnknownLayerError(ValueError):
     """A layer name the model does not expose."""
 
 
+class UnknownModelError(ValueError):
+    """A model name featviz does not know."""
+
+
 class NoSpatialMapError(UnknownLayerError):
     """A layer without an (h, w, C) map where a view needs one."""
 
