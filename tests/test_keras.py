@@ -234,3 +234,15 @@ def test_command_line_renders_a_keras_application(vgg, tmp_path, capsys, monkeyp
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached copy of Keras's own file
     assert main(["layers", "--model", "keras:VGG16"]) == 2
     assert "nothing is downloaded" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which, layer, pre", [
+    ("vgg", "block3_conv2", "block3_conv2_pre"),          # relu built into the convolution
+    ("resnet", "conv2_block1_1_relu", "conv2_block1_1_bn"),  # a ReLU layer after BatchNorm
+])
+def test_rectified_layers_know_their_pre_activation(request, which, layer, pre):
+    model = request.getfixturevalue(which)[1]
+    assert model.pre_activation(layer) == pre
+    acts = model.activations(_images(2, 32, seed=5), layers=[layer, pre])
+    np.testing.assert_allclose(np.maximum(np.asarray(acts[pre]), 0), acts[layer], atol=1e-5)
+    assert (np.asarray(acts[pre]) < 0).any()  # what the rectifier hid from the gradient

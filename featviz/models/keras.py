@@ -266,6 +266,41 @@ def _logits_source(keras, output_layers: list):
     return None
 
 
+def _rectifier(keras, layer) -> bool:
+    """Whether ``layer`` ends in a ReLU (capped or not): a ``ReLU`` layer, an ``Activation``
+    of relu/relu6, or a layer with ``activation=relu``/``relu6`` built in."""
+    if type(layer).__name__ == "ReLU":
+        return True
+    rectifiers = (keras.activations.relu, keras.activations.relu6)
+    return any(getattr(layer, "activation", None) is f for f in rectifiers)
+
+
+def _pre_activations(keras, model, outputs: dict) -> tuple[dict, dict]:
+    """Each rectified layer's pre-activation: ``({layer: pre name}, {pre name: (source
+    tensor, kernel, bias, conv layer)})``. A ``ReLU``/``Activation`` layer's is its input
+    layer's output; a convolution with the rectifier built in gets ``<name>_pre``, computed
+    from its input with its kernel and bias (the second dict)."""
+    names, derived = {}, {}
+    producers = {id(t): n for n, t in outputs.items()}
+    for layer in model.layers:
+        if layer.name not in outputs or not _rectifier(keras, layer):
+            continue
+        try:
+            source = layer.input
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+            if id(source) in producers:
+                names[layer.name] = producers[id(source)]
+        elif isinstance(layer, keras.layers.Conv2D) and type(layer).__name__ in (
+                "Conv2D", "DepthwiseConv2D"):
+            weights = {v.name: v for v in layer.weights}
+            derived[f"{layer.name}_pre"] = (source, weights["kernel"], weights.get("bias"),
+                                            layer)
+            names[layer.name] = f"{layer.name}_pre"
+    return names, derived
+
+
 def _variable_keys(variables) -> dict[int, str]:
     """``id(variable) -> a unique name`` (its Keras path, numbered where paths repeat)."""
     keys, seen = {}, set()
@@ -299,6 +334,11 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
     change the featviz model) and used with ``training=False``: BatchNorm uses its moving
     statistics, Dropout is off. ``params`` is ``{variable path: array}``, trainable and
     non-trainable variables alike; gradients are taken with respect to images only.
+
+    Rectified layers know their pre-activation (``Model.pre_activations``), which objectives
+    on them optimize by default: a ``ReLU``/``Activation("relu")`` layer's input layer, or for
+    a ``Conv2D``/``DepthwiseConv2D`` with ``activation="relu"`` built in, ``<name>_pre`` (its
+    convolution plus bias, computed from its input).
     """
     keras = _import_keras()
     try:
@@ -344,6 +384,10 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             raise UnknownLayerError(f"unknown layer(s) {unknown} of Keras model {model.name!r}; "
                                     f"valid layers: {', '.join(outputs)}")
     exposed = tuple(exposed)
+    pre_names, derived = _pre_activations(keras, model, outputs)
+    pre_names = {k: v for k, v in pre_names.items() if k in exposed}
+    outputs.update({name: source for name, (source, *_) in derived.items()})
+    readable = exposed + tuple(v for v in pre_names.values() if v not in exposed)
 
     variables = list(model.variables)
     keys = _variable_keys(variables)
@@ -369,7 +413,7 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             return submodels[wanted]
 
     def apply(p, x, layers=None):
-        wanted = _requested(layers, exposed)
+        wanted = _requested(layers, readable)
         sub, positions, trainable, non_trainable = submodel(wanted)
         out, _ = sub.stateless_call([p[k] for k in trainable], [p[k] for k in non_trainable],
                                     x, training=False)
@@ -379,6 +423,10 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             kernel, bias = logits[1]                          # times its kernel, plus bias
             z = found[logits_name] @ p[keys[id(kernel)]]
             found[logits_name] = z if bias is None else z + p[keys[id(bias)]]
+        for name in set(found) & set(derived):  # a conv's output before its rectifier
+            _, kernel, bias, conv = derived[name]
+            z = conv.convolution_op(found[name], p[keys[id(kernel)]])
+            found[name] = z if bias is None else z + p[keys[id(bias)]]
         return found
 
     if callable(preprocess):
@@ -404,7 +452,8 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             from .imagenet import class_names as imagenet_names
             class_names = imagenet_names()
     return Model(name=name or model.name, apply=apply, params=params, layers=exposed,
-                 preprocess=prepare, image_size=image_size, class_names=class_names)
+                 preprocess=prepare, image_size=image_size, class_names=class_names,
+                 pre_activations=pre_names, input_channels=3)
 
 
 # --- keras.applications from a weights file ---------------------------------------------------
