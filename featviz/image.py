@@ -49,7 +49,8 @@ def to_uint8(image) -> np.ndarray:
 
 def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
               label_height: int = 12) -> np.ndarray:
-    """Tile (N, H, W, 3) images in [0, 1] into one uint8 image, each tile with an optional label."""
+    """Tile (N, H, W, 3) (or grey (N, H, W, 1)) images in [0, 1] into one uint8 RGB image, each
+    tile with an optional label."""
     images = np.asarray(images)
     n, h, w = images.shape[:3]
     columns = columns or int(np.ceil(np.sqrt(n)))
@@ -64,6 +65,7 @@ def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
         x, y = pad + c * cell_w, pad + r * cell_h
         tile = images[i]
         tile = tile if tile.dtype == np.uint8 else to_uint8(tile)
+        tile = np.repeat(tile, 3, axis=-1) if tile.shape[-1] == 1 else tile  # grey
         canvas.paste(Image.fromarray(tile), (x, y + lh))
         if labels is not None:
             draw.text((x + 1, y), str(labels[i]), fill=(0, 0, 0), font=font)
@@ -104,8 +106,10 @@ def _write_atomic(path, write, mode: str) -> Path:
 
 
 def save_png(array, path) -> Path:
-    """Write a uint8 or [0, 1] float image to ``path`` atomically (temp file, then rename)."""
+    """Write a uint8 or [0, 1] float image, (H, W, 3) or grey (H, W, 1), to ``path``
+    atomically (temp file, then rename)."""
     array = np.asarray(array)
+    array = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
     pixels = Image.fromarray(array if array.dtype == np.uint8 else to_uint8(array))
     return _write_atomic(path, lambda f: pixels.save(f, format="PNG"), "wb")
 
