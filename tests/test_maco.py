@@ -1,5 +1,7 @@
 """MaCo: phase-only parameterization with the photos' amplitude, its transforms and the
 transparency map."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,17 +82,23 @@ def test_random_crop_stays_on_the_canvas_and_its_gradient_is_the_transpose():
 
 
 def test_maco_render_rises_repeats_and_gives_a_transparency_map(tiny_model):
-    r = featviz.Renderer(tiny_model, size=32, steps=24, param=param.maco(32), transparency=True)
+    segment = importlib.import_module("featviz.render").SEGMENT  # the module, not the function
+    steps = segment + 8  # two segments: the map carries over
+    r = featviz.Renderer(tiny_model, size=32, steps=steps, param=param.maco(32), transparency=True)
     channels = [0, 3]
     keys = featviz.channel_keys(0, channels)
-    out = r([obj.channel("relu2", c) for c in channels], keys)
+    objectives = [obj.channel("relu2", c) for c in channels]
+    out = r(objectives, keys)
     assert out.images.shape == (2, 32, 32, 3)
     assert (out.trace[:, -4:].mean(1) > out.trace[:, :4].mean(1)).all()
     assert out.transparency.shape == (2, 32, 32)
     assert (out.transparency >= 0).all() and (out.transparency.reshape(2, -1).max(1) > 0).all()
-    again = r([obj.channel("relu2", c) for c in channels], keys)
+    again = r(objectives, keys)
     np.testing.assert_array_equal(again.images, out.images)
     np.testing.assert_array_equal(again.transparency, out.transparency)
+    first_segment = r(objectives, keys, steps=segment).transparency
+    assert (out.transparency >= first_segment).all()
+    assert (out.transparency.sum((1, 2)) > first_segment.sum((1, 2))).all()
     assert r.traces == 1
 
 
