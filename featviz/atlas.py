@@ -29,6 +29,7 @@ from . import __version__, distributed
 from . import objectives as obj
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
+from .param import PARAMETERIZATIONS
 from .engine import ChunkTooLargeError, Renderer, channel_keys, free_memory_bytes
 
 
@@ -172,7 +173,8 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
                     steps: int = 512, size: int = 128, seed: int = 0,
                     chunk_size: int | None = None,
                     lr: float = 0.05, devices=None, precision: str = "float32",
-                    activation: str = "pre", progress: bool = True) -> LayerRender:
+                    activation: str = "pre", param: str = "fourier",
+                    progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
     (per channel, the final image's objective: the channel's mean activation, untransformed,
     before the rectifier on a rectified layer with ``activation="pre"`` (the default) and,
@@ -182,7 +184,9 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
     ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
     shards each chunk over those devices; ``precision="bfloat16"`` runs the network in bfloat16
-    (image parameters stay float32); in a run of several processes each renders its share
+    (image parameters stay float32); ``param`` names the image parameterization
+    (``featviz.param.PARAMETERIZATIONS``: Lucid's Fourier basis, pixels, or MaCo); in a run of
+    several processes each renders its share
     of the channels and process 0 merges the records. A chunk's PNGs are encoded and written
     on a background thread while the next chunk renders.
     """
@@ -194,12 +198,16 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
         raise ChannelRangeError(f"channel out of range; layer {layer} has channels 0-{n - 1}")
     check_size(model, layer, size)
     out_dir = Path(out_dir)
+    if param not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {param!r}; use one of "
+                         f"{', '.join(PARAMETERIZATIONS)}")
     renderer = Renderer(model, size=size, steps=steps, lr=lr, devices=devices,
-                        compute_dtype=precision, activation=activation)
+                        compute_dtype=precision, activation=activation,
+                        param=None if param == "fourier" else PARAMETERIZATIONS[param](size))
     optimized = renderer.optimized_layers([layer])[layer]
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr,
                 "precision": precision, "redirect_steps": renderer.redirect_steps,
-                "optimized_layer": optimized, "featviz": __version__}
+                "optimized_layer": optimized, "param": param, "featviz": __version__}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
     todo = distributed.share([c for c in channels if c not in result.records])
     timing = {"compile": 0.0, "compute": 0.0, "write": 0.0}

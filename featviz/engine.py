@@ -87,6 +87,9 @@ class RenderResult:
     # (N,) the same on the layers' values after their rectifiers (``final`` where the
     # renderer optimizes those, or no layer read has a pre-activation)
     final_post: np.ndarray
+    # (N, H, W): with Renderer(transparency=True), MaCo's transparency map, the absolute
+    # gradient of the objective with respect to each pixel, summed over colours and steps
+    transparency: np.ndarray | None = None
 
 
 @jax.jit
@@ -139,6 +142,7 @@ class ProgramSettings:
     compute_dtype: jnp.dtype
     mesh: Mesh | None
     activation: str  # "pre": objectives on a rectified layer read its pre-activation
+    transparency: bool = False
 
 
 class Renderer:
@@ -161,6 +165,12 @@ class Renderer:
     ``steps``, ``lr`` and ``redirect_steps`` are defaults that each call may override. A custom
     ``optimizer`` is used as given; its learning rate can vary per call when it is wrapped in
     ``optax.inject_hyperparams`` (as the default Adam is).
+
+    A parameterization may name the transforms it is meant for (``param.maco`` does); they
+    replace the standard ones unless ``transforms`` is given. With ``transparency=True`` the
+    program also sums, over the steps, the absolute gradient of each objective with respect to
+    its image (MaCo's transparency map, ``RenderResult.transparency``; ``image.with_alpha``
+    shows it).
     """
 
     def __init__(self, model: Model, *, size: int = 128, steps: int = 512, lr: float | None = None,
@@ -168,23 +178,26 @@ class Renderer:
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
                  batch_objective=None, devices: Sequence | None = None,
-                 compute_dtype=jnp.float32, redirect_steps: int = 8, activation: str = "pre"):
+                 compute_dtype=jnp.float32, redirect_steps: int = 8, activation: str = "pre",
+                 transparency: bool = False):
         if activation not in ("pre", "post"):
             raise ValueError(f"activation must be 'pre' or 'post', not {activation!r}")
         self.model = model
         self.steps, self.lr, self.redirect_steps = steps, 0.05 if lr is None else lr, redirect_steps
+        # all of the program's code is featviz's defaults: it may go to the program store
+        self._code_is_known = (all(v is None for v in (param, transforms, optimizer,
+                                                       batch_objective))
+                               and not devices and not transparency)
+        param = param or image(size, channels=model.input_channels)
+        if transforms is None:
+            transforms = param.transforms() if param.transforms else standard_transforms()
         self.settings = ProgramSettings(
-            size=size, param=param or image(size),
-            transform=compose(standard_transforms() if transforms is None else transforms),
+            size=size, param=param, transform=compose(transforms),
             # the default's own rate is a placeholder: each call sets the rate it renders with
             optimizer=optimizer or default_optimizer(), batch_objective=batch_objective,
             compute_dtype=jnp.dtype(compute_dtype),
             mesh=Mesh(np.asarray(devices), ("batch",)) if devices else None,
-            activation=activation)
-        # all of the program's code is featviz's defaults: it may go to the program store
-        self._code_is_known = (all(v is None for v in (param, transforms, optimizer,
-                                                       batch_objective))
-                               and self.settings.mesh is None)
+            activation=activation, transparency=transparency)
         self.traces = 0           # how many times the program was traced (i.e. compiled)
         self.compile_seconds = 0.0  # spent tracing, lowering and compiling (or loading) programs
         self._program = jax.jit(self._segment)
@@ -263,7 +276,10 @@ class Renderer:
 
     def _initial_state(self, init_keys):
         params = jax.vmap(self.settings.param.init)(init_keys)
-        return params, jax.vmap(self.settings.optimizer.init)(params)
+        state = params, jax.vmap(self.settings.optimizer.init)(params)
+        if self.settings.transparency:  # the transparency map so far
+            state += (jnp.zeros((init_keys.shape[0], self.size, self.size), jnp.float32),)
+        return state
 
     def _segment(self, model_params, objectives, keys, state, start, stop, lr, redirect_until):
         """Steps ``start`` to ``stop`` (at most ``SEGMENT``) from ``state`` (from the keys'
@@ -276,8 +292,7 @@ class Renderer:
                                        self._initial_state(init_keys), state)
         params, opt_state = state[0], _with_learning_rate(state[1], lr)
 
-        def loss(p, keys_now, redirect):
-            images = jax.vmap(settings.param.to_image)(p)
+        def loss_of_images(images, keys_now, redirect):
             transformed = jax.vmap(settings.transform)(keys_now, images)
             values, acts = self._objective_values(model_params, objectives, images, transformed,
                                                   redirect)
@@ -286,17 +301,29 @@ class Renderer:
                 total = total + settings.batch_objective(acts)
             return -total, values
 
+        def loss(p, keys_now, redirect):
+            return loss_of_images(jax.vmap(settings.param.to_image)(p), keys_now, redirect)
+
         def step(i, carry):
-            p, opt, trace = carry
+            p, opt, trace = carry[:3]
             keys_now = jax.vmap(lambda k: jax.random.fold_in(k, i))(step_keys)
-            grads, values = jax.grad(loss, has_aux=True)(p, keys_now, i < redirect_until)
+            if settings.transparency:  # the gradient passes through the images, kept on the way
+                images, to_params = jax.vjp(jax.vmap(settings.param.to_image), p)
+                image_grads, values = jax.grad(loss_of_images, has_aux=True)(
+                    images, keys_now, i < redirect_until)
+                grads, = to_params(image_grads)
+                extra = (carry[3] + jnp.abs(image_grads).sum(-1),)
+            else:
+                grads, values = jax.grad(loss, has_aux=True)(p, keys_now, i < redirect_until)
+                extra = ()
             updates, opt = jax.vmap(settings.optimizer.update)(grads, opt, p)
             trace = jax.lax.dynamic_update_slice(trace, values[:, None], (0, i - start))
-            return optax.apply_updates(p, updates), opt, trace
+            return (optax.apply_updates(p, updates), opt, trace) + extra
 
         trace = jnp.zeros((keys.shape[0], SEGMENT), jnp.float32)
-        params, opt_state, trace = jax.lax.fori_loop(start, stop, step, (params, opt_state, trace))
-        return (params, opt_state), trace, jax.vmap(settings.param.to_image)(params)
+        params, opt_state, trace, *extra = jax.lax.fori_loop(
+            start, stop, step, (params, opt_state, trace) + tuple(state[2:]))
+        return (params, opt_state, *extra), trace, jax.vmap(settings.param.to_image)(params)
 
     def __call__(self, objectives, keys, *, steps: int | None = None, lr: float | None = None,
                  redirect_steps: int | None = None,
@@ -330,8 +357,10 @@ class Renderer:
                                             keys[np.asarray(idx)], **run))
                  for idx in groups.values()]
         order = np.argsort(np.concatenate([idx for idx, _ in parts]))
+        fields = ("images", "trace", "final", "final_post") + (
+            ("transparency",) if self.settings.transparency else ())
         return RenderResult(*(np.concatenate([getattr(r, f) for _, r in parts])[order]
-                              for f in ("images", "trace", "final", "final_post")))
+                              for f in fields))
 
     def _state_shapes(self, n: int):
         """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""
@@ -376,8 +405,9 @@ class Renderer:
                 on_segment(stop - start)
         images = np.asarray(images)[:n]
         final_ready.result()
+        transparency = np.asarray(state[2])[:n] if self.settings.transparency else None
         return RenderResult(images, np.concatenate(traces, axis=1),
-                            *self.final_values(unpadded, images))
+                            *self.final_values(unpadded, images), transparency)
 
     def compiled(self, objectives, keys):
         """The compiled program for this batch of objectives (compiled once, then cached): its

@@ -72,6 +72,33 @@ def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
     return np.asarray(canvas)
 
 
+def transparency_alpha(transparency, percentile: float = 80.0) -> np.ndarray:
+    """An (H, W) transparency map (``RenderResult.transparency``, MaCo's accumulated gradient)
+    as an opacity in [0, 1]: pixels at or above the map's ``percentile`` are opaque, the rest
+    fade linearly to clear where the objective never looked."""
+    t = np.asarray(transparency, np.float32)
+    top = np.percentile(t, percentile)
+    return np.clip(t / top, 0.0, 1.0) if top > 0 else np.ones_like(t)
+
+
+def with_alpha(image, transparency, percentile: float = 80.0, background=None) -> np.ndarray:
+    """An image with its transparency map (``transparency_alpha``) as alpha: (H, W, 4) RGBA in
+    [0, 1] for ``save_png``, or with ``background`` (a grey level or an RGB triple in [0, 1]),
+    the image composited over it, (H, W, 3), for grids and viewers without alpha.
+
+    >>> rgba = with_alpha(np.full((4, 4, 3), 0.5), np.arange(16.0).reshape(4, 4))
+    >>> rgba.shape, float(rgba[0, 0, 3]), float(rgba[3, 3, 3])
+    ((4, 4, 4), 0.0, 1.0)
+    >>> with_alpha(np.zeros((4, 4, 3)), np.eye(4), background=1.0)[0, 1].tolist()
+    [1.0, 1.0, 1.0]
+    """
+    image = np.asarray(image, np.float32)
+    alpha = transparency_alpha(transparency, percentile)[..., None]
+    if background is None:
+        return np.concatenate([image, alpha], axis=-1)
+    return image * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+
+
 def _current_umask() -> int:
     """The process's umask, read without changing it where Linux reports it (setting it to
     read it back would race with threads creating files)."""

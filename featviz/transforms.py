@@ -109,39 +109,46 @@ def _bilinear(img, sy, sx, fill: float):
     return out + fill * (1.0 - covered)[..., None]
 
 
+def _shifted(coords, shift):
+    return coords if shift is None else (coords[0] + shift[0], coords[1] + shift[1])
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _warp(img, matrix, reach: int, fill: float):
+def _warp(img, matrix, reach: int, fill: float, shift=None):
     """Resample ``img`` so that output pixel p takes input pixel centre + matrix @ (p - centre)
-    (bilinear; samples off the canvas read ``fill``).
+    (+ ``shift``, (dy, dx), when given) (bilinear; samples off the canvas read ``fill``).
 
     The gradient is the exact transpose, computed as a gather rather than autodiff's scatter
     (several times faster on XLA:CPU): input pixel p receives from the output pixels within
     ``reach`` of inverse(matrix) @ (p - centre), which covers all of them whenever
     ``reach >= ceil(|inverse(matrix)|_inf + 0.5) - 1``.
     """
-    return _bilinear(img, *_source_coords(matrix, *img.shape[:2]), fill)
+    return _bilinear(img, *_shifted(_source_coords(matrix, *img.shape[:2]), shift), fill)
 
 
-def _warp_fwd(img, matrix, reach, fill):
-    return _warp(img, matrix, reach, fill), matrix
+def _warp_fwd(img, matrix, reach, fill, shift=None):
+    return _warp(img, matrix, reach, fill, shift), (matrix, shift)
 
 
-def _warp_bwd(reach, fill, matrix, g):
+def _warp_bwd(reach, fill, residuals, g):
+    matrix, shift = residuals
     h, w, _ = g.shape
     (a, b), (c, d) = matrix
     inverse = jnp.array([[d, -b], [-c, a]]) / (a * d - b * c)
     py, px = _pixel_grid(h, w)
-    near_y, near_x = (jnp.round(t) for t in _about_centre(inverse, py, px, h, w))
+    ty, tx = _shifted((py, px), None if shift is None else -shift)
+    near_y, near_x = (jnp.round(t) for t in _about_centre(inverse, ty, tx, h, w))
     grad = 0.0
     for oy in range(-reach, reach + 1):
         for ox in range(-reach, reach + 1):
             qy, qx = near_y + oy, near_x + ox
-            sy, sx = _about_centre(matrix, qy, qx, h, w)  # where output pixel q samples from
+            # where output pixel q samples from
+            sy, sx = _shifted(_about_centre(matrix, qy, qx, h, w), shift)
             weight = (jnp.maximum(0.0, 1.0 - jnp.abs(sy - py))
                       * jnp.maximum(0.0, 1.0 - jnp.abs(sx - px)))
             values, inside = _gather_pixels(g, qy, qx)
             grad = grad + jnp.where(inside, weight, 0.0)[..., None] * values
-    return grad, jnp.zeros_like(matrix)
+    return grad, jnp.zeros_like(matrix), None if shift is None else jnp.zeros_like(shift)
 
 
 _warp.defvjp(_warp_fwd, _warp_bwd)
@@ -200,6 +207,28 @@ def random_scale_rotate(scales: Sequence[float], degrees: Sequence[float],
     return apply
 
 
+def random_crop(fractions: Sequence[float] = (0.5, 1.0), fill: float = 0.5) -> Transform:
+    """Zoom into a random square box and resample it onto the whole canvas (bilinear): the box's
+    side is a fraction of the canvas's drawn uniformly in ``fractions`` (low, high), and its
+    position uniformly among those inside the canvas. MaCo's crops, one per step."""
+    low, high = float(min(fractions)), float(max(fractions))
+    reach = _reach(1.0 / low, np.zeros(1))
+
+    def apply(key, img):
+        h, w, _ = img.shape
+        u = jax.random.uniform(key, (3,))
+        fraction = low + (high - low) * u[0]
+        room = (1.0 - fraction) * jnp.array([h - 1, w - 1], jnp.float32) / 2.0
+        return _warp(img, jnp.eye(2) * fraction, reach, fill, (2.0 * u[1:] - 1.0) * room)
+
+    return apply
+
+
+def noise(sd: float) -> Transform:
+    """Add Gaussian noise of standard deviation ``sd`` to every pixel."""
+    return lambda key, img: img + sd * jax.random.normal(key, img.shape, img.dtype)
+
+
 def gaussian_kernel(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian taps covering +-3 sigma."""
     radius = max(1, int(np.ceil(3 * sigma)))
@@ -229,3 +258,9 @@ def standard_transforms() -> list[Transform]:
             random_scale_rotate([1 + (i - 5) / 50.0 for i in range(11)],
                                 list(range(-10, 11)) + 5 * [0]),
             jitter(4)]
+
+
+def maco_transforms() -> list[Transform]:
+    """MaCo's transforms, one view per step: a random crop of 75-100% of the side, resampled
+    to the canvas, and Gaussian noise (sd 0.02)."""
+    return [random_crop((0.75, 1.0)), noise(0.02)]

@@ -47,7 +47,8 @@ def test_models_lists_the_registry(capsys):
     from featviz.models import REGISTRY
     assert main(["models"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert [row.split()[0] for row in rows] == list(REGISTRY)
+    assert [row.split()[0] for row in rows[:-1]] == list(REGISTRY)
+    assert rows[-1].startswith("keras:NAME") and "VGG16" in rows[-1]
     assert rows[1].split()[1:3] == ["240", "24"]  # Lite1: native size, layer count
 
 
@@ -300,9 +301,17 @@ def test_help_and_option_mistakes_need_no_jax():
 
 
 def test_parser_method_choices_are_the_library_tables():
-    from featviz import attribution
-    from featviz.cli import classic
+    from featviz import attribution, param
+    from featviz.cli import classic, rendering
     assert classic.PROJECTION_METHODS == tuple(attribution.PROJECTIONS)
+    assert rendering.PARAMETERIZATION_NAMES == tuple(param.PARAMETERIZATIONS)
+
+
+def test_maco_from_the_command_line(tmp_path):
+    assert main(["render", "--layer", "conv2", "--channels", "0", "--steps", "4", "--size", "32",
+                 "--param", "maco", "--quiet", "--out", str(tmp_path)] + TINY) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["param"] == "maco"
 
 
 def test_unknown_model_is_one_line(tmp_path, capsys):

@@ -177,6 +177,7 @@ def test_only_default_settings_use_the_program_store(tiny_model):
     zoo = featviz.load_model("tiny")
     objs, keys = obj.stack([obj.channel("conv2", 1)]), featviz.channel_keys(0, [1])
     assert featviz.Renderer(zoo, size=32)._store_key(objs, keys) is not None
-    for settings in ({"transforms": []}, {"param": featviz.param.image(32, fft=False)}):
+    for settings in ({"transforms": []}, {"param": featviz.param.image(32, fft=False)},
+                     {"transparency": True}):
         assert featviz.Renderer(zoo, size=32, **settings)._store_key(objs, keys) is None
     assert featviz.Renderer(tiny_model, size=32)._store_key(objs, keys) is None  # adapted module

@@ -5,6 +5,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from featviz.cli import main
 from featviz.models.layers import _depthwise_plain, depthwise_conv
@@ -59,3 +60,32 @@ def test_depthwise_conv_and_its_gradient_match_grouped_conv(stride, kernel, size
     for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(grouped), (0, 1))(x, w)):
         np.testing.assert_allclose(g_ours, g_ref, rtol=1e-4, atol=1e-3)
     assert _depthwise_plain is not depthwise_conv
+
+
+def test_a_grey_network_renders_grey_images_and_reads_rgb_photos(tmp_path):
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    import featviz
+    from featviz import attribution, objectives as obj
+    from featviz.atlas import render_atlas
+
+    class Grey(nn.Module):  # MNIST-like: 28 x 28, one input channel
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
+            self.sow("intermediates", "relu1", x)
+            return nn.Dense(10, name="fc")(x.mean((1, 2)))
+
+    net = Grey()
+    model = featviz.from_linen(net, net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1))),
+                               ["relu1", "fc"], image_size=28,
+                               pre_activations={"relu1": "conv1"})
+    assert model.input_channels == 1
+    out = featviz.render(model, [obj.channel("relu1", c) for c in range(2)], size=28, steps=16)
+    assert out.images.shape == (2, 28, 28, 1) and (out.trace[:, -1] > out.trace[:, 0]).all()
+    render_atlas(model, "relu1", [0, 1], tmp_path / "atlas.png", steps=2, size=28,
+                 progress=False)
+    assert Image.open(tmp_path / "atlas_channels" / "relu1_0.png").mode == "L"
+    photo = np.random.default_rng(0).uniform(size=(1, 28, 28, 3)).astype(np.float32)
+    assert attribution.gradcam(model, photo).shape == (1, 28, 28)

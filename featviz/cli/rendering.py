@@ -13,6 +13,10 @@ from pathlib import Path
 
 from .common import UsageError, add_model_options, load_model, writable_dir
 
+# ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
+# JAX (a test checks that the two agree)
+PARAMETERIZATION_NAMES = ("fourier", "pixels", "maco")
+
 
 def cmd_models(args):
     from ..models import describe_models
@@ -76,7 +80,7 @@ def _devices(spec: str | None):
 def _render_settings(args):
     return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
                 lr=args.lr, devices=_devices(args.devices), precision=args.precision,
-                activation=args.activation, progress=not args.quiet)
+                activation=args.activation, param=args.param, progress=not args.quiet)
 
 
 def cmd_render(args):
@@ -127,6 +131,9 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="the network's compute precision (image parameters stay float32)")
+    p.add_argument("--param", choices=PARAMETERIZATION_NAMES, default="fourier",
+                   help="image parameterization: Lucid's Fourier basis (default), raw pixels, or "
+                   "MaCo (phase only, photo magnitude spectrum, with its own crops)")
     p.add_argument("--activation", choices=["pre", "post"], default="pre",
                    help="on a rectified layer (e.g. relu6-capped 'head'), optimize its values "
                    "before the rectifier (default) or after it")
