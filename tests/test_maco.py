@@ -1,6 +1,5 @@
 """MaCo: phase-only parameterization with the photos' amplitude, its transforms and the
 transparency map."""
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +81,7 @@ def test_random_crop_stays_on_the_canvas_and_its_gradient_is_the_transpose():
 
 
 def test_maco_render_rises_repeats_and_gives_a_transparency_map(tiny_model):
-    segment = importlib.import_module("featviz.render").SEGMENT  # the module, not the function
+    from featviz.engine import SEGMENT as segment
     steps = segment + 8  # two segments: the map carries over
     r = featviz.Renderer(tiny_model, size=32, steps=steps, param=param.maco(32), transparency=True)
     channels = [0, 3]
