@@ -33,7 +33,7 @@ CLASSES = (1, 9, 94, 130, 145, 207, 291, 323, 340, 386,
 def judged(judge, images) -> np.ndarray:
     """The judge's classes, best first, for each image (resized to its input size)."""
     x = np.stack([square_resize(im, judge.image_size) for im in images])
-    logits = np.asarray(jax.jit(judge.activations)(x, layers=["logits"])["logits"])
+    logits = np.asarray(judge.activations(x, layers=["logits"])["logits"])
     return np.argsort(-logits, axis=1)
 
 
@@ -62,6 +62,8 @@ def main():
         result = renderer([obj.class_logit(k) for k in CLASSES],
                           featviz.channel_keys(args.seed, CLASSES))
         seconds = time.perf_counter() - began
+        for k, image in zip(CLASSES, result.images):
+            save_png(image, out / name / f"class_{k}.png")
         ranked = judged(judge, result.images)
         own = judged(model, result.images)
         hit = lambda ranks, n: [k in r[:n] for k, r in zip(CLASSES, ranks)]  # noqa: E731
@@ -70,8 +72,6 @@ def main():
             "renderer_top1": float(np.mean(hit(own, 1))),
             "judge_top5_per_class": dict(zip(map(str, CLASSES), hit(ranked, 5))),
             "seconds": round(seconds, 1)}
-        for k, image in zip(CLASSES, result.images):
-            save_png(image, out / name / f"class_{k}.png")
         rows.append(result.images)
     if args.figure:
         names = model.class_names
