@@ -41,7 +41,7 @@ from . import cache, programs, rectifier_rules
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
-from .transforms import Transform, compose, standard_transforms
+from .transforms import Transform, compose, derive_key, standard_transforms
 
 SEGMENT = 32  # steps per call of the compiled program
 _BACKGROUND = ThreadPoolExecutor(max_workers=1)  # compiles the final evaluation meanwhile
@@ -306,7 +306,7 @@ class Renderer:
 
         def step(i, carry):
             p, opt, trace = carry[:3]
-            keys_now = jax.vmap(lambda k: jax.random.fold_in(k, i))(step_keys)
+            keys_now = jax.vmap(lambda k: derive_key(k, i))(step_keys)
             if settings.transparency:  # the gradient passes through the images, kept on the way
                 images, to_params = jax.vjp(jax.vmap(settings.param.to_image), p)
                 image_grads, values = jax.grad(loss_of_images, has_aux=True)(

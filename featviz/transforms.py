@@ -21,13 +21,49 @@ import numpy as np
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+# --- cheap counter-based draws ---------------------------------------------------------------
+# A step draws a handful of numbers per image. Each threefry call (jax.random's split, fold_in,
+# uniform) is a long unrolled program that costs compile time; these hash the key's bits with
+# a counter instead (murmur3's finalizer: a few integer multiplies). Still a pure function of
+# the key and counter: the same seed gives the same images, whatever the batch.
+
+_GOLDEN = np.uint32(0x9E3779B9)
+
+
+def _mix(x):
+    x = x ^ (x >> 16)
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def derive_key(key, i) -> jax.Array:
+    """A key for counter ``i`` (an int, possibly traced) derived from ``key``: what
+    ``jax.random.fold_in`` does, without a threefry call."""
+    data = jax.random.key_data(key)
+    words = jnp.arange(data.shape[-1], dtype=jnp.uint32)
+    salt = _mix(jnp.asarray(i, jnp.uint32) * _GOLDEN + words * np.uint32(0x632BE5AB))
+    return jax.random.wrap_key_data(_mix(data ^ salt), impl=jax.random.key_impl(key))
+
+
+def uniform(key, n: int) -> jax.Array:
+    """``n`` uniform floats in [0, 1) from ``key`` (24 random bits each), without threefry."""
+    data = jax.random.key_data(key)
+    seed = data[0]
+    for word in range(1, data.shape[-1]):
+        seed = _mix(seed ^ (data[word] + _GOLDEN))
+    bits = _mix(seed ^ _mix(jnp.arange(1, n + 1, dtype=jnp.uint32) * _GOLDEN))
+    return (bits >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
+
+
 def compose(transforms: Sequence[Transform]) -> Transform:
-    """Apply transforms in order, each with its own key split from the one given."""
+    """Apply transforms in order, each with its own key derived from the one given."""
     transforms = tuple(transforms)
 
     def apply(key, img):
-        for t, k in zip(transforms, jax.random.split(key, max(len(transforms), 1))):
-            img = t(k, img)
+        for i, t in enumerate(transforms):
+            img = t(derive_key(key, i), img)
         return img
 
     return apply
@@ -166,10 +202,9 @@ def _rotation(radians):
 
 
 def _below(key, limits: Sequence[int]) -> jax.Array:
-    """One random integer in [0, limit) per limit, uniform, from a single draw of the key (one
-    threefry call, where ``jax.random.randint`` makes three: each costs compile time)."""
+    """One random integer in [0, limit) per limit, uniform (``uniform``: no threefry call)."""
     limits = np.asarray(limits, np.int32)
-    drawn = (jax.random.uniform(key, limits.shape) * limits).astype(jnp.int32)
+    drawn = (uniform(key, limits.size) * limits).astype(jnp.int32)
     return jnp.minimum(drawn, limits - 1)
 
 
@@ -216,7 +251,7 @@ def random_crop(fractions: Sequence[float] = (0.5, 1.0), fill: float = 0.5) -> T
 
     def apply(key, img):
         h, w, _ = img.shape
-        u = jax.random.uniform(key, (3,))
+        u = uniform(key, 3)
         fraction = low + (high - low) * u[0]
         room = (1.0 - fraction) * jnp.array([h - 1, w - 1], jnp.float32) / 2.0
         return _warp(img, jnp.eye(2) * fraction, reach, fill, (2.0 * u[1:] - 1.0) * room)

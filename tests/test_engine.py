@@ -131,7 +131,7 @@ def test_pad_and_jitter_match_numpy():
                                                                    constant_values=0.5))
     key = jax.random.key(3)
     out = np.asarray(T.jitter(4)(key, img))
-    dy, dx = np.asarray(jax.random.randint(key, (2,), 0, 5))
+    dy, dx = (np.asarray(T.uniform(key, 2)) * 5).astype(int)  # the shift jitter draws
     np.testing.assert_array_equal(out, img[dy:dy + 6, dx:dx + 8])
 
 
@@ -198,6 +198,19 @@ def test_blur_matches_numpy():
     expected = np.zeros((9, 9))
     expected[4 - r:4 + r + 1, 4 - r:4 + r + 1] = np.outer(k, k)
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_counter_based_draws_are_uniform_and_keyed():
+    key = jax.random.key(0)
+    draws = np.asarray(jax.vmap(lambda i: T.uniform(T.derive_key(key, i), 2))(jnp.arange(8192)))
+    assert ((draws >= 0) & (draws < 1)).all()
+    counts = np.histogram(draws, bins=8, range=(0, 1))[0]
+    assert np.abs(counts / draws.size - 1 / 8).max() < 0.01  # 16384 draws: within ~4 sigma
+    assert abs(np.corrcoef(draws[:-1, 0], draws[1:, 0])[0, 1]) < 0.05  # counter to counter
+    np.testing.assert_array_equal(T.uniform(T.derive_key(key, 3), 4),
+                                  T.uniform(T.derive_key(jax.random.key(0), 3), 4))
+    assert not np.array_equal(T.uniform(T.derive_key(key, 3), 4),
+                              T.uniform(T.derive_key(jax.random.key(1), 3), 4))
 
 
 def test_standard_transforms_have_fixed_shape():
