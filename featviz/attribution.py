@@ -10,12 +10,11 @@ Example:
     >>> from featviz import load_model
     >>> model = load_model()
     >>> images = np.asarray(jax.random.uniform(jax.random.key(0), (1, 64, 64, 3)))
-    >>> saliency(model, images).shape, gradcam(model, images, "blocks_8").shape
-    ((1, 64, 64), (1, 64, 64))
+    >>> heat = gradcam(model, images, "blocks_8")
+    >>> saliency(model, images).shape, heat.shape, overlay(images[0], heat[0]).dtype
+    ((1, 64, 64), (1, 64, 64), dtype('uint8'))
     >>> project(model, images[0], "blocks_3", 7, method="guided").shape
     (64, 64, 3)
-    >>> overlay(images[0], gradcam(model, images, "head")[0]).dtype
-    dtype('uint8')
 """
 from __future__ import annotations
 
