@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_model_options, load_model, png_path
+from .common import add_model_options, model_from_args, png_path
 
 # ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
 # (a test checks that the two agree)
@@ -27,7 +27,7 @@ def _model_and_image(args):
     """The model and the image at the model's input size; checks --out before any work."""
     from ..image import load_image
     png_path(args)
-    model = load_model(args)
+    model = model_from_args(args)
     return model, load_image(args.image, size=args.size or model.image_size)
 
 
@@ -61,7 +61,7 @@ def cmd_top_patches(args):
     from ..image import save_png, write_text_atomic
     from ..photos import iter_images, sample_photos
     from ..top_patches import patch_grid, top_patches
-    model = load_model(args)
+    model = model_from_args(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
 
     def skipped(path, err):
@@ -127,7 +127,7 @@ def cmd_unit(args):
     from ..photos import iter_images
     from ..unit_sheet import unit_sheet
     png_path(args)
-    model = load_model(args)
+    model = model_from_args(args)
     layer = model.spatial_layer(args.layer)
     n = model.channels(layer)
     if args.channel >= n:

@@ -73,7 +73,7 @@ def add_model_options(parser):
     return parser
 
 
-def load_model(args):
+def model_from_args(args):
     """The model that ``--model``/``--weights`` name."""
     from ..models import DEFAULT_MODEL, WeightsFileError, load_model
     if args.weights is not None and not Path(args.weights).is_file():

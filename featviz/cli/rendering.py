@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import UsageError, add_model_options, load_model, writable_dir
+from .common import UsageError, add_model_options, model_from_args, writable_dir
 
 # ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
 # JAX (a test checks that the two agree)
@@ -30,7 +30,7 @@ def cmd_models(args):
 
 
 def cmd_layers(args):
-    model = load_model(args)
+    model = model_from_args(args)
     shapes = model.layer_shapes(args.size)
     print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} {'channels':>8}"
           "  optimized as")
@@ -45,7 +45,7 @@ def cmd_predict(args):
     import numpy as np
 
     from ..image import load_image
-    model = load_model(args)
+    model = model_from_args(args)
     from ..attribution import score_layer
     images = np.stack([load_image(p, size=model.image_size) for p in args.images])
     scores = score_layer(model)
@@ -86,7 +86,7 @@ def _render_settings(args):
 def cmd_render(args):
     from ..atlas import parse_channels, render_channels
     writable_dir(args.out)
-    model = load_model(args)
+    model = model_from_args(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
     result = render_channels(model, args.layer, channels, args.out, **_render_settings(args))
     print(f"wrote {len(channels)} images and results.json to {args.out} "
@@ -102,7 +102,7 @@ def cmd_atlas(args):
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
     writable_dir(out.parent)
-    model = load_model(args)
+    model = model_from_args(args)
     layer = args.layer or model.shown_layers[-1]
     layers = list(model.layers) if layer == "all" else [model.check_layer(layer)]
     settings = _render_settings(args)

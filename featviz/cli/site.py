@@ -5,12 +5,12 @@
 """
 from __future__ import annotations
 
-from .common import add_model_options, load_model
+from .common import add_model_options, model_from_args
 
 
 def cmd_gallery(args) -> None:
     from ..gallery import build_gallery
-    model = load_model(args)
+    model = model_from_args(args)
     layers = ([name.strip() for name in args.layers.split(",") if name.strip()] if args.layers
               else list(model.shown_layers))
     out = build_gallery(model, args.out, layers, args.channels, steps=args.steps, size=args.size,
