@@ -175,20 +175,19 @@ def cam(model: Model, images, class_idx=None, layer: str | None = None,
     classes = _classes(model, class_idx, len(images))
     acts, grads, used = _layer_and_grad_fn(model, last)(model.params, images, classes)
     if fc_kernel is None:
-        weights = classifier_weights(model, images, grads, used)
+        weights = classifier_weights(model, last, images, grads, used)
     else:
         weights = jnp.asarray(fc_kernel).T[np.asarray(used)]
     return _upsample(jax.nn.relu(jnp.einsum("nhwc,nc->nhw", acts, weights)), images.shape[1:3])
 
 
-def classifier_weights(model: Model, images, grads, classes) -> np.ndarray:
+def classifier_weights(model: Model, layer: str, images, grads, classes) -> np.ndarray:
     """The Dense kernel's columns (N, C) for ``classes``, found from ``grads``, the class
-    scores' gradients at the last spatial layer for ``images``: behind global average pooling
-    and one Dense layer they are the same at every position and for every input (column / (h
-    * w)). ``ClassifierError`` where they are not (no such classifier)."""
+    scores' gradients at ``layer`` (the last spatial one) for ``images``: behind global
+    average pooling and one Dense layer they are the same at every position and for every
+    input (column / (h * w)). ``ClassifierError`` where they are not (no such classifier)."""
     grads = np.asarray(grads)
     pooled = grads.mean(axis=(1, 2), keepdims=True)
-    layer = last_spatial_layer(model)
     grey = np.full_like(np.asarray(images, np.float32), 0.5)
     _, grey_grads, _ = _layer_and_grad_fn(model, layer)(model.params, grey, np.asarray(classes))
     tolerance = 1e-4 * (np.abs(pooled).max() + 1e-12)

@@ -31,6 +31,10 @@ def _model_and_image(args):
     return model, load_image(args.image, size=args.size or model.image_size)
 
 
+def _skipped(path, err) -> None:
+    print(f"featviz: warning: skipped: {err}", file=sys.stderr)
+
+
 def _write(args, picture, array) -> None:
     from ..image import save_npy, save_png
     save_png(picture, args.out)
@@ -63,10 +67,7 @@ def cmd_top_patches(args):
     from ..top_patches import patch_grid, top_patches
     model = model_from_args(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
-
-    def skipped(path, err):
-        print(f"featviz: warning: skipped: {err}", file=sys.stderr)
-    images = iter_images(args.images, args.size, skipped) if args.images else sample_photos()
+    images = iter_images(args.images, args.size, _skipped) if args.images else sample_photos()
     result = top_patches(model, images, args.layer, channels, k=args.k, size=args.size,
                          batch=args.batch)
     out = Path(args.out)
@@ -128,22 +129,13 @@ def cmd_unit(args):
     from ..unit_sheet import unit_sheet
     png_path(args)
     model = model_from_args(args)
-    layer = model.spatial_layer(args.layer)
-    n = model.channels(layer)
-    if args.channel >= n:
-        from ..atlas import ChannelRangeError
-        raise ChannelRangeError(f"--channel {args.channel} is out of range; layer {layer} has "
-                                f"channels 0-{n - 1}")
-
-    def skipped(path, err):
-        print(f"featviz: warning: skipped: {err}", file=sys.stderr)
-    images = iter_images(args.images, None, skipped) if args.images else None
-    sheet = unit_sheet(model, layer, args.channel, images=images, k=args.k, steps=args.steps,
-                       size=args.size, seed=args.seed, image_size=args.image_size,
-                       activation=args.activation)
+    images = iter_images(args.images, None, _skipped) if args.images else None
+    sheet = unit_sheet(model, args.layer, args.channel, images=images, k=args.k,
+                       steps=args.steps, size=args.size, seed=args.seed,
+                       image_size=args.image_size, activation=args.activation)
     save_png(sheet, args.out)
-    print(f"wrote {args.out} ({layer}:{args.channel}: feature visualization, top {args.k} "
-          "patches, deconvnet and guided projections)")
+    print(f"wrote {args.out} ({args.layer}:{args.channel}: feature visualization, top "
+          f"{args.k} patches, deconvnet and guided projections)")
 
 
 def register(sub) -> None:
