@@ -52,8 +52,7 @@ def score_layer(model: Model) -> str:
 
 def last_spatial_layer(model: Model) -> str:
     """The model's last layer with an (h, w, C) map: Grad-CAM's and CAM's default."""
-    shapes = model.layer_shapes(model.image_size)
-    return [name for name in model.layers if len(shapes[name]) == 3][-1]
+    return model.spatial_layers()[-1]
 
 
 def _classes(model: Model, class_idx, n: int) -> np.ndarray:

@@ -132,10 +132,14 @@ class Model:
         the layers that do."""
         shape = self.layer_shape(self.check_layer(layer))
         if len(shape) != 3:
-            maps = [name for name in self.layers if len(self.layer_shape(name)) == 3]
             raise NoSpatialMapError(f"layer {layer!r} has no spatial map (shape {shape}); pick one "
-                                    f"that has: {', '.join(maps)}")
+                                    f"that has: {', '.join(self.spatial_layers())}")
         return layer
+
+    def spatial_layers(self) -> tuple[str, ...]:
+        """The layers with an (h, w, C) map, in order (shapes at the model's own size)."""
+        shapes = self.layer_shapes(self.image_size)
+        return tuple(name for name in self.layers if len(shapes[name]) == 3)
 
     def pre_activation(self, layer: str) -> str | None:
         """The layer holding ``layer``'s values before its rectifier, or None (not rectified,
@@ -147,8 +151,7 @@ class Model:
         """``default_layers``, else the last layer with a spatial map (an atlas's default)."""
         if self.default_layers:
             return self.default_layers
-        maps = [name for name in self.layers if len(self.layer_shape(name)) == 3]
-        return tuple(maps[-1:]) or self.layers[-1:]
+        return self.spatial_layers()[-1:] or self.layers[-1:]
 
     def channels(self, layer: str, size: int | None = None) -> int:
         """Number of channels of ``layer`` (its last axis)."""
@@ -166,6 +169,11 @@ def per_model(build: Callable) -> Callable:
             model._programs[key] = build(model, *args)
         return model._programs[key]
     return cached
+
+
+def _with_pre_activations(layers: Sequence[str], pre_activations: dict) -> tuple:
+    """The layers an adapter's ``apply`` answers for: the exposed ones and their pre-activations."""
+    return tuple(layers) + tuple(v for v in pre_activations.values() if v not in layers)
 
 
 def _input_channels(apply, params, layers: tuple, preprocess, size: int) -> int:
@@ -237,7 +245,7 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
     """
     apply_kwargs = dict(apply_kwargs or {})
     pre_activations = dict(pre_activations or {})
-    exposed = tuple(layers) + tuple(v for v in pre_activations.values() if v not in layers)
+    exposed = _with_pre_activations(layers, pre_activations)
     hint = "a submodule path or a value sown into 'intermediates'"
 
     def apply(p, x, layers=None):
@@ -304,7 +312,7 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
     pre_activations = dict(pre_activations or {})
-    exposed = tuple(layers) + tuple(v for v in pre_activations.values() if v not in layers)
+    exposed = _with_pre_activations(layers, pre_activations)
 
     def apply(p, x, layers=None):
         wanted = _requested(layers, exposed)
