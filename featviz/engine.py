@@ -333,8 +333,8 @@ class Renderer:
         ``steps``, ``lr`` and ``redirect_steps`` override the renderer's defaults for this call
         (none of them recompiles); ``on_segment(steps)`` is called after each segment with the
         number of steps it ran.
-        A list may mix forms (say channels and a class logit): each form is rendered as its own
-        batch (a batch objective such as diversity then acts within each form's batch).
+        A list may mix forms (say channels and a class logit): they share one batch and one
+        compiled program, in which each image computes its own form.
         """
         run = dict(steps=self.steps if steps is None else steps,
                    lr=self.lr if lr is None else lr,
@@ -345,22 +345,9 @@ class Renderer:
         if lr is not None and not self._rate_is_data():
             raise ValueError("this renderer's optimizer has its own learning rate; wrap it in "
                              "optax.inject_hyperparams to vary it per call")
-        if not isinstance(objectives, (list, tuple)):
-            return self._render_stacked(objectives, keys, **run)
-        forms = {jax.tree_util.tree_structure(o) for o in objectives}
-        if len(forms) == 1:
-            return self._render_stacked(objectives_lib.stack(objectives), keys, **run)
-        groups: dict = {}
-        for i, o in enumerate(objectives):
-            groups.setdefault(jax.tree_util.tree_structure(o), []).append(i)
-        parts = [(idx, self._render_stacked(objectives_lib.stack([objectives[i] for i in idx]),
-                                            keys[np.asarray(idx)], **run))
-                 for idx in groups.values()]
-        order = np.argsort(np.concatenate([idx for idx, _ in parts]))
-        fields = ("images", "trace", "final", "final_post") + (
-            ("transparency",) if self.settings.transparency else ())
-        return RenderResult(*(np.concatenate([getattr(r, f) for _, r in parts])[order]
-                              for f in fields))
+        if isinstance(objectives, (list, tuple)):
+            objectives = objectives_lib.stack(objectives)
+        return self._render_stacked(objectives, keys, **run)
 
     def _state_shapes(self, n: int):
         """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""

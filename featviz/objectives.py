@@ -1,6 +1,6 @@
 """Objectives: values to MAXIMIZE, as pytrees whose numbers (channel index, weights, direction
-vectors) are array leaves. Objectives of the same form stack into one batch, so one compiled
-program renders any channels without recompiling.
+vectors) are array leaves. Objectives stack into one batch, so one compiled program renders
+any channels without recompiling (a batch of several forms selects each image's form).
 
 Arithmetic: ``+ - * /`` between objectives and numbers; sums stay flat, so adding hundreds of
 terms never nests deeply. Penalties (``total_variation``, ``l1``) are positive: subtract them.
@@ -126,15 +126,41 @@ def _binary(op, a: Objective, b: Objective) -> Objective:
                      ("binary", op, (a.fn, a.static), (b.fn, b.static)), a.layers | b.layers)
 
 
-def stack(objs: Sequence[Objective]) -> Objective:
-    """Stack objectives of one form (e.g. ``channel`` on one layer) into a batch along axis 0."""
-    objs = list(objs)
-    first = jax.tree_util.tree_structure(objs[0])
-    for o in objs[1:]:
-        if jax.tree_util.tree_structure(o) != first:
-            raise ValueError(f"cannot batch objectives of different forms: {objs[0]} and {o}; "
-                             "render them in separate batches")
+def _mixed_value(params, acts, image, static):
+    form, per_form = params
+    branches = [lambda p=p, fn=fn, st=st: jnp.asarray(fn(p, acts, image, st), jnp.float32)
+                for p, (fn, st) in zip(per_form, static[1])]
+    return jax.lax.switch(form, branches)
+
+
+def _stacked(objs: Sequence[Objective]) -> Objective:
     return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *objs)
+
+
+def stack(objs: Sequence[Objective]) -> Objective:
+    """Stack objectives into one batch along axis 0. Objectives of one form (e.g. ``channel``
+    on one layer) stack as they are; a list of several forms becomes one mixed batch, in which
+    each image's form index picks its objective, so that any list compiles one program.
+
+    Example:
+        >>> mixed = stack([channel("conv", 0), class_logit(3), channel("conv", 2)])
+        >>> mixed.params[0].tolist()   # each image's form
+        [0, 1, 0]
+    """
+    objs = list(objs)
+    structures = [jax.tree_util.tree_structure(o) for o in objs]
+    forms = list(dict.fromkeys(structures))
+    if len(forms) == 1:
+        return _stacked(objs)
+    form_of = np.array([forms.index(s) for s in structures], np.int32)
+    # each form's parameters for every image; the images of other forms hold a copy of the
+    # form's first objective (valid numbers that their own form index never selects)
+    firsts = [objs[structures.index(f)] for f in forms]
+    per_form = tuple(_stacked([o if k == form_of[i] else firsts[k] for i, o in enumerate(objs)])
+                     for k, _ in enumerate(forms))
+    return Objective(_mixed_value, (form_of, tuple(o.params for o in per_form)),
+                     ("mixed", tuple((o.fn, o.static) for o in firsts)),
+                     frozenset().union(*(o.layers for o in firsts)))
 
 
 # --- activation objectives -------------------------------------------------------------------
@@ -218,6 +244,9 @@ def _indexed(o: Objective):
             yield from _indexed(Objective(fn, p, st))
     elif o.fn is _binary_value:
         for p, (fn, st) in zip(o.params, o.static[2:]):
+            yield from _indexed(Objective(fn, p, st))
+    elif o.fn is _mixed_value:
+        for p, (fn, st) in zip(o.params[1], o.static[1]):
             yield from _indexed(Objective(fn, p, st))
     elif o.static[0] in ("channel", "neuron", "class_logit"):
         yield o.static[0], o.static[1], o.params

@@ -49,7 +49,7 @@ def show(images, titles, columns=None):
 # %% [markdown]
 # ## One objective of each kind
 #
-# A list may mix objective forms; each form is rendered as its own batch. Class 309 is
+# A list may mix objective forms: they share one batch and one compiled program. Class 309 is
 # "bee" in ImageNet; the direction is a random unit vector over the layer's channels.
 
 # %%

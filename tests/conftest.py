@@ -2,9 +2,12 @@ import os
 
 # Tests run few steps, so compile time is what counts: XLA:CPU with less LLVM optimization
 # compiles a render program in about 0.6-0.75x the time and runs its steps about 1.8x slower
-# (EfficientNet-Lite0, 2 cores). Set before JAX starts its backend; subprocesses inherit it.
+# (EfficientNet-Lite0, 2 cores); at that level, XLA's older (non-MLIR) fusion emitters compile
+# it in about 0.75x the time again, and run its steps no slower. Set before JAX starts its
+# backend; subprocesses inherit it.
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
-                                                 "--xla_backend_optimization_level=2"]))
+                                                 "--xla_backend_optimization_level=2",
+                                                 "--xla_cpu_use_fusion_emitters=false"]))
 
 # Keras (tests/test_keras.py, docstring examples) runs on JAX; set before keras is imported.
 os.environ.setdefault("KERAS_BACKEND", "jax")

@@ -90,11 +90,17 @@ def test_total_of_a_thousand_terms_is_flat():
         sum(float(np.asarray(ACTS["conv"])[..., i % 4].mean()) for i in range(1000)), rel=1e-5)
 
 
-def test_stack_needs_one_form():
+def test_stack_of_one_form_and_of_several():
     batch = obj.stack([obj.channel("conv", c) for c in range(4)])
     assert batch.params.tolist() == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="different forms"):
-        obj.stack([obj.channel("conv", 0), obj.channel("other", 0)])
+    listed = [obj.channel("conv", 2), obj.class_logit(1), 2.0 * obj.channel("conv", 0),
+              obj.class_logit(0), obj.deepdream("conv")]
+    mixed = obj.stack(listed)
+    assert mixed.params[0].tolist() == [0, 1, 2, 1, 3]
+    stacked_acts = jax.tree.map(lambda a: jnp.stack([a] * 5), ACTS)
+    values = jax.vmap(lambda o, a, i: o(a, i))(mixed, stacked_acts, jnp.stack([IMG] * 5))
+    np.testing.assert_allclose(values, [float(o(ACTS, IMG)) for o in listed], rtol=1e-6)
+    assert mixed.layers == {"conv", "logits"}
 
 
 def test_diversity_prefers_different_images():
@@ -267,6 +273,19 @@ def test_diversity_term_makes_the_batch_less_alike(tiny_model):
         scores[weight] = float(diversity(tiny_model.activations(out.images, layers=["relu1"])))
     # a score is minus the mean Gram cosine similarity; 1 + score measures how unlike they are
     assert 1 + scores[10.0] > 10 * (1 + scores[None])
+
+
+def test_a_list_of_several_forms_is_one_program_and_keeps_each_image(tiny_model):
+    listed = [obj.channel("relu2", 3), obj.class_logit(4, layer="fc"), obj.channel("relu2", 5),
+              obj.neuron("relu1", 2)]
+    keys = featviz.channel_keys(0, range(4))
+    renderer = featviz.Renderer(tiny_model, size=32, steps=16)
+    together = renderer(listed, keys)
+    assert renderer.traces == 1 and together.images.shape == (4, 32, 32, 3)
+    for i, objective in enumerate(listed):  # each image as if rendered alone
+        alone = featviz.Renderer(tiny_model, size=32, steps=16)([objective], keys[i:i + 1])
+        np.testing.assert_allclose(together.images[i], alone.images[0], atol=1e-4)
+        np.testing.assert_allclose(together.final[i], alone.final[0], rtol=1e-4)
 
 
 def test_pretrained_channel_rises(lite0):
