@@ -41,7 +41,8 @@ from . import cache, programs, rectifier_rules
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
-from .transforms import Transform, compose, derive_key, standard_transforms
+from .draws import derive_key, seeded_keys
+from .transforms import Transform, compose, standard_transforms
 
 SEGMENT = 32  # steps per call of the compiled program
 _BACKGROUND = ThreadPoolExecutor(max_workers=1)  # compiles the final evaluation meanwhile
@@ -98,15 +99,9 @@ def _evaluate(objectives, activations, images):
     return jax.vmap(lambda o, a, img: o(a, img))(objectives, activations, images)
 
 
-@jax.jit
-def _fold_in_all(seed, indices):
-    base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
-
-
 def channel_keys(seed: int, indices: Sequence[int]) -> jax.Array:
     """One PRNG key per channel, derived from the seed and the channel index (not its position)."""
-    return _fold_in_all(np.uint32(seed), np.asarray(indices, np.uint32))
+    return seeded_keys(seed, indices)
 
 
 def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformation:
@@ -287,7 +282,8 @@ class Renderer:
         and the images."""
         self.traces += 1
         settings = self.settings
-        init_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+        init_keys = jax.vmap(lambda k: derive_key(k, 0))(keys)
+        step_keys = jax.vmap(lambda k: derive_key(k, 1))(keys)
         state = jax.tree_util.tree_map(lambda fresh, s: jnp.where(start == 0, fresh, s),
                                        self._initial_state(init_keys), state)
         params, opt_state = state[0], _with_learning_rate(state[1], lr)
@@ -376,11 +372,12 @@ class Renderer:
         state = self._placed(jax.tree_util.tree_map(
             lambda s: np.zeros(s.shape, s.dtype), self._state_shapes(keys.shape[0])), sharded=True)
         scalars = self._placed((np.float32(lr), np.int32(redirect_steps)), sharded=False)
-        program = self._executable(objectives, keys, state)
-        # the final images' forward program compiles (or loads) while the steps run
+        # the final images' forward program compiles (or loads) meanwhile: XLA compiles each
+        # program on one core
         final_ready = _BACKGROUND.submit(self.final_values, unpadded,
                                          np.zeros((n, self.size, self.size, self.model.input_channels),
                                                   np.float32))
+        program = self._executable(objectives, keys, state)
         traces = []
         for start in range(0, steps, SEGMENT):
             stop = min(start + SEGMENT, steps)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .draws import normal, uniform
+
 # Square root of the colour correlation of ImageNet photos (Lucid), scaled so that its
 # largest column has unit norm.
 _COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
@@ -52,7 +54,7 @@ def fft_spectrum(size: int, sd: float = 0.01, decay_power: float = 1.0,
     scale = (1.0 / np.maximum(freqs, 1.0 / size) ** decay_power).astype(np.float32)[..., None]
 
     def init(key):
-        return sd * jax.random.normal(key, (2,) + freqs.shape + (channels,), jnp.float32)
+        return sd * normal(key, (2,) + freqs.shape + (channels,))
 
     def to_image(params):
         spectrum = jax.lax.complex(params[0], params[1]) * scale
@@ -64,7 +66,7 @@ def fft_spectrum(size: int, sd: float = 0.01, decay_power: float = 1.0,
 def pixels(size: int, sd: float = 0.01, channels: int = 3) -> Parameterization:
     """Unbounded image as raw per-pixel values."""
     return Parameterization(
-        lambda key: sd * jax.random.normal(key, (size, size, channels), jnp.float32),
+        lambda key: sd * normal(key, (size, size, channels)),
         lambda params: params)
 
 
@@ -189,7 +191,7 @@ def maco(size: int, *, contrast: float = 2.0, phase_scale: float = 2.0) -> Param
 
     def init(key):
         half_turn = np.pi / phase_scale
-        return jax.random.uniform(key, magnitude.shape, jnp.float32, -half_turn, half_turn)
+        return half_turn * (2.0 * uniform(key, magnitude.shape) - 1.0)
 
     def to_image(params):
         phase = maco_phase(params, phase_scale)

@@ -18,43 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .draws import derive_key, normal, uniform
+
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-# --- cheap counter-based draws ---------------------------------------------------------------
-# A step draws a handful of numbers per image. Each threefry call (jax.random's split, fold_in,
-# uniform) is a long unrolled program that costs compile time; these hash the key's bits with
-# a counter instead (murmur3's finalizer: a few integer multiplies). Still a pure function of
-# the key and counter: the same seed gives the same images, whatever the batch.
-
-_GOLDEN = np.uint32(0x9E3779B9)
-
-
-def _mix(x):
-    x = x ^ (x >> 16)
-    x = x * np.uint32(0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = x * np.uint32(0xC2B2AE35)
-    return x ^ (x >> 16)
-
-
-def derive_key(key, i) -> jax.Array:
-    """A key for counter ``i`` (an int, possibly traced) derived from ``key``: what
-    ``jax.random.fold_in`` does, without a threefry call."""
-    data = jax.random.key_data(key)
-    words = jnp.arange(data.shape[-1], dtype=jnp.uint32)
-    salt = _mix(jnp.asarray(i, jnp.uint32) * _GOLDEN + words * np.uint32(0x632BE5AB))
-    return jax.random.wrap_key_data(_mix(data ^ salt), impl=jax.random.key_impl(key))
-
-
-def uniform(key, n: int) -> jax.Array:
-    """``n`` uniform floats in [0, 1) from ``key`` (24 random bits each), without threefry."""
-    data = jax.random.key_data(key)
-    seed = data[0]
-    for word in range(1, data.shape[-1]):
-        seed = _mix(seed ^ (data[word] + _GOLDEN))
-    bits = _mix(seed ^ _mix(jnp.arange(1, n + 1, dtype=jnp.uint32) * _GOLDEN))
-    return (bits >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
@@ -261,7 +227,7 @@ def random_crop(fractions: Sequence[float] = (0.5, 1.0), fill: float = 0.5) -> T
 
 def noise(sd: float) -> Transform:
     """Add Gaussian noise of standard deviation ``sd`` to every pixel."""
-    return lambda key, img: img + sd * jax.random.normal(key, img.shape, img.dtype)
+    return lambda key, img: img + (sd * normal(key, img.shape)).astype(img.dtype)
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:

@@ -47,7 +47,7 @@ def test_atlas_of_a_layer_compiles_one_render_program(lite0, tmp_path, compilati
     assert len(result.records) == 12
     assert compilations.count("_segment") == 1, compilations
     # besides: the keys, and the final images' objectives through the model's forward program
-    assert set(compilations) <= {"_segment", "_fold_in_all", "forward", "_evaluate"}, compilations
+    assert set(compilations) <= {"_segment", "forward", "_evaluate"}, compilations
 
 
 def test_other_steps_seed_lr_channels_compile_nothing(lite0, compilations):

@@ -1,4 +1,6 @@
 """Objectives, parameterizations, transforms and the batched, compiled renderer."""
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 
 import featviz
 from featviz import objectives as obj
-from featviz import param, transforms as T
+from featviz import draws, param, transforms as T
 
 
 # --- objectives ------------------------------------------------------------------------------
@@ -208,15 +210,25 @@ def test_blur_matches_numpy():
 
 def test_counter_based_draws_are_uniform_and_keyed():
     key = jax.random.key(0)
-    draws = np.asarray(jax.vmap(lambda i: T.uniform(T.derive_key(key, i), 2))(jnp.arange(8192)))
-    assert ((draws >= 0) & (draws < 1)).all()
-    counts = np.histogram(draws, bins=8, range=(0, 1))[0]
-    assert np.abs(counts / draws.size - 1 / 8).max() < 0.01  # 16384 draws: within ~4 sigma
-    assert abs(np.corrcoef(draws[:-1, 0], draws[1:, 0])[0, 1]) < 0.05  # counter to counter
-    np.testing.assert_array_equal(T.uniform(T.derive_key(key, 3), 4),
-                                  T.uniform(T.derive_key(jax.random.key(0), 3), 4))
-    assert not np.array_equal(T.uniform(T.derive_key(key, 3), 4),
-                              T.uniform(T.derive_key(jax.random.key(1), 3), 4))
+    values = np.asarray(jax.vmap(lambda i: draws.uniform(draws.derive_key(key, i), 2))(
+        jnp.arange(8192)))
+    assert ((values >= 0) & (values < 1)).all()
+    counts = np.histogram(values, bins=8, range=(0, 1))[0]
+    assert np.abs(counts / values.size - 1 / 8).max() < 0.01  # 16384 draws: within ~4 sigma
+    assert abs(np.corrcoef(values[:-1, 0], values[1:, 0])[0, 1]) < 0.05  # counter to counter
+    np.testing.assert_array_equal(draws.uniform(draws.derive_key(key, 3), 4),
+                                  draws.uniform(draws.derive_key(jax.random.key(0), 3), 4))
+    assert not np.array_equal(draws.uniform(draws.derive_key(key, 3), 4),
+                              draws.uniform(draws.derive_key(jax.random.key(1), 3), 4))
+
+
+def test_counter_based_normal_draws_are_standard_normal():
+    values = np.asarray(draws.normal(jax.random.key(2), (64, 1024))).ravel()
+    assert np.isfinite(values).all()
+    assert abs(values.mean()) < 0.01 and abs(values.std() - 1) < 0.01  # 65536 draws
+    for z in (-2.0, -1.0, 0.0, 1.0, 2.0):  # the normal CDF at a few points, within 4 sigma
+        expected = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+        assert abs((values < z).mean() - expected) < 4 * math.sqrt(expected * (1 - expected) / values.size)
 
 
 def test_standard_transforms_have_fixed_shape():
