@@ -25,7 +25,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from . import rectifier_rules
+from . import draws, rectifier_rules
 from .activations import layer_fn
 from .atlas import ChannelRangeError
 from .image import to_uint8
@@ -105,7 +105,7 @@ def smoothgrad(model: Model, images, key, class_idx=None, n: int = 16,
     classes = predict(model, images) if class_idx is None else _classes(model, class_idx,
                                                                           len(images))
     spread = sigma * (images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3)))
-    noise = jax.random.normal(key, (n,) + images.shape) * spread[None, :, None, None, None]
+    noise = draws.normal(key, (n,) + images.shape) * spread[None, :, None, None, None]
     noisy = (images[None] + np.asarray(noise)).reshape((-1,) + images.shape[1:])
     grads = input_gradients(model, noisy, np.tile(classes, n)).reshape((n,) + images.shape)
     return np.abs(grads.mean(axis=0)).max(axis=-1)

@@ -21,6 +21,8 @@ Example:
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,11 +68,13 @@ def _bits(key, shape) -> jax.Array:
     return _mix(seed ^ _mix(counters * _GOLDEN))
 
 
+@partial(jax.jit, static_argnums=1)  # one small program when called outside another
 def uniform(key, shape) -> jax.Array:
     """Uniform floats in [0, 1) of ``shape`` (an int or a tuple), 24 random bits each."""
     return (_bits(key, shape) >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
 
 
+@partial(jax.jit, static_argnums=1)
 def normal(key, shape) -> jax.Array:
     """Standard normal floats of ``shape``: the inverse normal CDF of uniform draws (23 bits,
     centred in their bins, so never 0 or 1 in float32; the tails end at about 5.2 standard

@@ -44,7 +44,7 @@ class ReceptiveField(NamedTuple):
 
 def _boxes(model: Model, layer: str, side: int, units: Sequence[int]) -> list[tuple[int, int]]:
     """(first row, last row) of the input pixels that unit (u, u) depends on, for each u."""
-    images = jax.random.uniform(jax.random.key(0), (len(units), side, side, 3))
+    images = np.random.default_rng(0).random((len(units), side, side, 3), np.float32)
     every = [ALL_CHANNELS] * len(units)  # "linear": no dead unit hides a pixel
     weights = unit_weights(model.layer_shape(layer, side), every, units, units)
     grads = np.asarray(projection_fn(model, layer, "linear")(images, model.params, weights))
