@@ -490,7 +490,7 @@ def check_memory(compiled, batch: int, devices) -> None:
 
 
 def render(model: Model, objectives: Sequence, *, seed: int = 0, **settings) -> RenderResult:
-    """One-off render of a list of objectives; image i uses key ``fold_in(key(seed), i)``.
+    """One-off render of a list of objectives; image i uses key ``channel_keys(seed, [i])``.
 
     Build a ``Renderer`` instead to render many batches with one compiled program.
     """
