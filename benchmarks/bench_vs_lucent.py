@@ -32,7 +32,7 @@ from featviz.image import load_image, make_grid, save_png
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "lucent" / "run.sh"
 # featviz layer -> the reference network's module (otherwise "_" + the layer's name)
-LUCENT_MODULES = {"stem_conv": "_bn0", "head_conv": "_bn1"}
+LUCENT_MODULES = {"stem_conv": "_bn0", "head_conv": "_bn1", "logits": "_fc"}
 
 
 def timed_featviz(renderer, layer, channels):
@@ -51,7 +51,8 @@ def timed_lucent(module, channels, steps, size, out_dir, venv):
 
 def activation_of_pngs(model, layer, channels, paths):
     images = np.stack([load_image(p) for p in paths])
-    means = np.asarray(jax.jit(model.activations)(images)[layer]).mean(axis=(1, 2))
+    values = np.asarray(jax.jit(model.activations)(images)[layer])
+    means = values.mean(axis=tuple(range(1, values.ndim - 1)))  # over positions, if any
     return [float(means[i, c]) for i, c in enumerate(channels)]
 
 
