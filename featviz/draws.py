@@ -50,6 +50,8 @@ def derive_key(key, i) -> jax.Array:
 def seeded_keys(seed: int, indices) -> jax.Array:
     """One key per index from ``seed`` (the key of index ``i`` depends only on the seed and
     ``i``), hashed on the host: no program to compile."""
+    if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2 ** 32):
+        raise ValueError(f"seed must be a whole number from 0 to {2 ** 32 - 1}, not {seed!r}")
     index = np.asarray(indices, np.uint32).reshape(-1)
     base = _mix(np.full(index.shape, seed, np.uint32) * _GOLDEN + np.uint32(0x632BE5AB))
     first = _mix(base ^ _mix(index * _GOLDEN + np.uint32(1)))

@@ -177,6 +177,8 @@ class Renderer:
                  transparency: bool = False):
         if activation not in ("pre", "post"):
             raise ValueError(f"activation must be 'pre' or 'post', not {activation!r}")
+        if not (isinstance(size, (int, np.integer)) and size >= 1):
+            raise ValueError(f"size must be a whole number of pixels, at least 1, not {size!r}")
         self.model = model
         self.steps, self.lr, self.redirect_steps = steps, 0.05 if lr is None else lr, redirect_steps
         # all of the program's code is featviz's defaults: it may go to the program store
@@ -184,6 +186,7 @@ class Renderer:
                                                        batch_objective))
                                and not devices and not transparency)
         param = param or image(size, channels=model.input_channels)
+        _check_image_shape(param, (size, size, model.input_channels))
         if transforms is None:
             transforms = param.transforms() if param.transforms else standard_transforms()
         self.settings = ProgramSettings(
@@ -338,10 +341,17 @@ class Renderer:
                    on_segment=on_segment)
         if run["steps"] < 1:
             raise ValueError(f"steps must be at least 1, not {run['steps']}")
+        if not (np.isfinite(run["lr"]) and run["lr"] > 0):
+            raise ValueError(f"lr must be a positive number, not {run['lr']!r}")
+
         if lr is not None and not self._rate_is_data():
             raise ValueError("this renderer's optimizer has its own learning rate; wrap it in "
                              "optax.inject_hyperparams to vary it per call")
         if isinstance(objectives, (list, tuple)):
+            if len(objectives) != len(keys) or not objectives:
+                raise ValueError(f"{len(objectives)} objectives and {len(keys)} keys: pass at "
+                                 "least one objective and one key for each "
+                                 "(featviz.channel_keys(seed, range(n)))")
             objectives = objectives_lib.stack(objectives)
         return self._render_stacked(objectives, keys, **run)
 
@@ -450,6 +460,16 @@ class ChunkTooLargeError(ValueError):
     def __init__(self, message: str, fits: int):
         super().__init__(message)
         self.fits = fits
+
+
+def _check_image_shape(param: Parameterization, shape: tuple) -> None:
+    """Refuse a parameterization whose images are not ``shape`` (say, ``param.maco(32)`` given
+    to a renderer of another size), which would fail later deep inside the program."""
+    made = jax.eval_shape(param.to_image, jax.eval_shape(param.init, jax.random.key(0))).shape
+    if tuple(made) != tuple(shape):
+        raise ValueError(f"the parameterization makes images of shape {tuple(made)} but this "
+                         f"renderer needs {tuple(shape)}: build it for size={shape[0]}, or "
+                         f"pass size={made[0]} to the renderer")
 
 
 def free_memory_bytes(device) -> int:

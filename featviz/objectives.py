@@ -248,7 +248,7 @@ def _indexed(o: Objective):
     elif o.fn is _mixed_value:
         for p, (fn, st) in zip(o.params[1], o.static[1]):
             yield from _indexed(Objective(fn, p, st))
-    elif o.static[0] in ("channel", "neuron", "class_logit"):
+    elif o.static[0] in ("channel", "neuron", "class_logit", "direction"):
         yield o.static[0], o.static[1], o.params
 
 
@@ -268,6 +268,14 @@ def check_indices(o: Objective, layer_shape: Callable[[str], tuple]) -> None:
         if any(isinstance(v, jax.core.Tracer) for v in values):
             continue
         shape = layer_shape(layer)
+        if form == "neuron" and len(shape) < 3:
+            raise ObjectiveIndexError(f"layer {layer!r} has no spatial map (shape {shape}), so "
+                                      "it has no neurons to pick: use channel() or class_logit()")
+        if form == "direction":
+            if np.shape(params)[-1] != shape[-1]:
+                raise ObjectiveIndexError(f"the direction has {np.shape(params)[-1]} components "
+                                          f"but layer {layer!r} has {shape[-1]} channels")
+            continue
         what = "class" if form == "class_logit" else "channel"
         bad = _outside(values[0], shape[-1])
         if bad is not None:

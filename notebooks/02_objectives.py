@@ -115,7 +115,7 @@ for name, value in zip(variants, finals):
 
 # %% [markdown]
 # With `FEATVIZ_FAST=1`, when this was written, the Fourier basis reached a higher objective
-# than raw pixels in the same number of steps (about 23-25 against 17), and the pixel images
+# than raw pixels in the same number of steps (about 20-22 against 18), and the pixel images
 # carry a fine ring-like pattern that the Fourier ones do not. Decorrelation mostly changes
 # the colours: without it the Fourier image is saturated green and purple.
 
@@ -142,6 +142,6 @@ for name, r in results.items():
 
 # %% [markdown]
 # With `FEATVIZ_FAST=1`, when this was written: without transforms the final objective was
-# higher (about 39 against 23), but under random transforms it fell to about 8, while the
-# image made with the standard transforms kept about 18. Transforms trade a little of the
+# higher (about 40 against 20), but under random transforms it fell to about 8, while the
+# image made with the standard transforms kept about 17. Transforms trade a little of the
 # peak for an image whose pattern does not depend on one exact alignment.

@@ -47,12 +47,37 @@ def test_neuron_counts_negative_coordinates_from_the_end():
     (obj.class_logit(10, layer="fc"), "class 10 is out of range: layer 'fc' has classes 0-9"),
     (obj.neuron("relu2", 0, y=8), "neuron y=8 is outside layer 'relu2'"),
     (2.0 * obj.neuron("relu2", 0, x=-9), "neuron x=-9 is outside"),
+    (obj.neuron("fc", 3), "layer 'fc' has no spatial map .* use channel"),
+    (obj.direction("relu2", np.ones(5)), "direction has 5 components but layer 'relu2' has 16"),
 ])
 def test_out_of_range_indices_are_refused_before_compiling(tiny_model, objective, message):
     r = featviz.Renderer(tiny_model, size=32, steps=2)
     with pytest.raises(obj.ObjectiveIndexError, match=message):
         r([objective], jax.random.split(jax.random.key(0), 1))
     assert r.traces == 0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda r, o, k: r([], k[:0]), "0 objectives and 0 keys"),
+    (lambda r, o, k: r([o] * 3, k), "3 objectives and 1 keys"),
+    (lambda r, o, k: r([o], k, lr=float("nan")), "lr must be a positive number, not nan"),
+    (lambda r, o, k: r([o], k, lr=-0.05), "lr must be a positive number"),
+])
+def test_calls_that_cannot_render_are_refused(tiny_model, call, message):
+    r = featviz.Renderer(tiny_model, size=32, steps=2)
+    with pytest.raises(ValueError, match=message):
+        call(r, obj.channel("relu2", 0), featviz.channel_keys(0, [0]))
+    assert r.traces == 0
+
+
+def test_renderer_settings_that_cannot_work_are_refused(tiny_model):
+    with pytest.raises(ValueError, match="size must be a whole number of pixels"):
+        featviz.Renderer(tiny_model, size=0)
+    with pytest.raises(ValueError, match=r"makes images of shape \(32, 32, 3\) but this "
+                                         r"renderer needs \(64, 64, 3\)"):
+        featviz.Renderer(tiny_model, size=64, param=param.maco(32))
+    with pytest.raises(ValueError, match="seed must be a whole number from 0"):
+        featviz.channel_keys(-1, [0])
 
 
 def test_penalties():

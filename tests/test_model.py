@@ -3,11 +3,14 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+import featviz
 from featviz.cli import main
+from featviz.models.base import UnknownLayerError
 from featviz.models.layers import _depthwise_plain, depthwise_conv
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_logits.npz"
@@ -89,3 +92,27 @@ def test_a_grey_network_renders_grey_images_and_reads_rgb_photos(tmp_path):
     assert Image.open(tmp_path / "atlas_channels" / "relu1_0.png").mode == "L"
     photo = np.random.default_rng(0).uniform(size=(1, 28, 28, 3)).astype(np.float32)
     assert attribution.gradcam(model, photo).shape == (1, 28, 28)
+
+
+def test_adapting_a_module_says_what_is_wrong():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+
+    module = Net()
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(UnknownLayerError, match=r"never produced layer\(s\) \['conv9'\]"):
+        featviz.from_linen(module, variables, ["conv1", "conv9"], image_size=16)
+    with pytest.raises(UnknownLayerError, match="conv7"):
+        featviz.from_linen(module, variables, ["conv1"], image_size=16,
+                           pre_activations={"conv1": "conv7"})
+    with pytest.raises(ValueError, match=r"ScopeCollectionNotFound.*\{'params': \.\.\.\}"):
+        featviz.from_linen(module, variables["params"], ["conv1"], image_size=16)
+
+
+def test_a_model_prints_in_one_line(lite0):
+    text = repr(lite0)
+    assert len(text) < 1000 and "efficientnet-lite0" in text and "\n" not in text

@@ -56,12 +56,12 @@ class Model:
     """
 
     name: str
-    apply: Callable[[Any, jax.Array], dict]
-    params: Any
+    apply: Callable[[Any, jax.Array], dict] = field(repr=False)
+    params: Any = field(repr=False)
     layers: tuple[str, ...]
-    preprocess: Callable[[jax.Array], jax.Array] = _identity
+    preprocess: Callable[[jax.Array], jax.Array] = field(default=_identity, repr=False)
     image_size: int = 224
-    class_names: Sequence[str] | None = None
+    class_names: Sequence[str] | None = field(default=None, repr=False)
     # names the network's code for featviz's program store (``featviz.programs``): set by the
     # zoo's loaders, whose code is featviz's; None for adapted modules
     program_id: str | None = None
@@ -177,16 +177,23 @@ def _with_pre_activations(layers: Sequence[str], pre_activations: dict) -> tuple
 
 
 def _input_channels(apply, params, layers: tuple, preprocess, size: int) -> int:
-    """How many channels the network's input has: 3 (RGB) if it accepts them, else 1 (grey)."""
+    """How many channels the network's input has: 3 (RGB) if it accepts them, else 1 (grey).
+    Every layer is asked for, so that a name the module never produces is refused now."""
+    refusals = []
     for channels in (3, 1):
         x = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
         try:
-            jax.eval_shape(lambda p, v: apply(p, preprocess(v), layers[:1]), params, x)
+            jax.eval_shape(lambda p, v: apply(p, preprocess(v), layers), params, x)
             return channels
-        except Exception:  # noqa: BLE001 - a shape mismatch, in whatever form the module raises
-            continue
-    raise ValueError("the module accepts neither 3-channel (RGB) nor 1-channel (grey) "
-                     "images; pass input_channels=")
+        except UnknownLayerError:
+            raise
+        except Exception as refusal:  # noqa: BLE001 - whatever the module raises
+            refusals.append(refusal)
+    reason = (str(refusals[0]).strip().splitlines() or [""])[0]
+    raise ValueError(f"the module fails on a ({size}, {size}, 3) and on a ({size}, {size}, 1) "
+                     f"input; on the first: {type(refusals[0]).__name__}: {reason} (are the "
+                     "variables {'params': ...}? does it need apply_kwargs={'train': False}? "
+                     "pass input_channels= and image_size= if they differ)")
 
 
 def _pick(found: dict, wanted: tuple, hint: str) -> dict:
