@@ -317,3 +317,19 @@ def test_maco_from_the_command_line(tmp_path):
 def test_unknown_model_is_one_line(tmp_path, capsys):
     assert main(["layers", "--model", "efficientnet-lite9"]) == 2
     assert "unknown model 'efficientnet-lite9'" in _error_line(capsys)
+
+
+def _photo(folder) -> str:
+    """A small random RGB photo saved as PNG in ``folder``; its path."""
+    path = folder / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def test_project_needs_a_spatial_layer(tmp_path, capsys):
+    out = tmp_path / "p.png"
+    argv = ["project", _photo(tmp_path), "--layer", "logits", "--channel", "6", "--out", str(out)]
+    assert main(argv + TINY) == 2
+    assert "layer 'logits' has no spatial map" in _error_line(capsys)
+    assert not out.exists()

@@ -88,7 +88,7 @@ def cmd_project(args):
     from .. import attribution as attr
     from ..image import to_uint8
     model, image = _model_and_image(args)
-    grad = attr.project(model, image, model.check_layer(args.layer), args.channel,
+    grad = attr.project(model, image, args.layer, args.channel,
                         method=args.method, reduce=args.reduce)
     _write(args, np.concatenate([to_uint8(image), attr.gradient_image(grad)], axis=1), grad)
 
