@@ -333,3 +333,32 @@ def test_project_needs_a_spatial_layer(tmp_path, capsys):
     assert main(argv + TINY) == 2
     assert "layer 'logits' has no spatial map" in _error_line(capsys)
     assert not out.exists()
+
+
+@pytest.fixture
+def collectives_restored():
+    """Put back the CPU collectives setting that joining a run sets, whether or not it joins."""
+    import jax
+    before = jax.config.jax_cpu_collectives_implementation
+    yield
+    jax.config.update("jax_cpu_collectives_implementation", before)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--distributed", "localhost:12345"], "needs --num-processes N and --process-id I"),
+    (["--distributed", "foo"], "--distributed foo is not HOST:PORT"),
+    (["--distributed", "h:99999", "--num-processes", "2", "--process-id", "0"], "not HOST:PORT"),
+    (["--distributed", "h:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be from 0 to 1 with --num-processes 2, not 2"),
+    (["--distributed", "auto", "--num-processes", "2"], "--num-processes goes with --distributed"),
+    (["--num-processes", "2"], "--num-processes goes with --distributed HOST:PORT"),
+    (["--process-id", "0"], "--process-id goes with --distributed HOST:PORT"),
+    (["--distributed", "auto"], "cluster manager"),
+])
+def test_distributed_mistakes_are_one_line(tmp_path, capsys, collectives_restored, extra,
+                                           expected):
+    out = tmp_path / "d"
+    argv = ["render", "--layer", "conv3", "--channels", "0", "--out", str(out)] + TINY + FAST
+    assert main(argv + extra) == 2
+    assert expected in _error_line(capsys)
+    assert not out.exists()

@@ -64,6 +64,30 @@ def check_options(args) -> None:
             raise UsageError(f"{flag} must be {bounds}, not {value}")
 
 
+def check_distributed(args) -> None:
+    """Raise ``UsageError`` where ``--distributed``, ``--num-processes`` and ``--process-id``
+    cannot make a run: a malformed address, a missing or stray option, an id out of range."""
+    spec = getattr(args, "distributed", None)
+    given = [flag for flag, dest in (("--num-processes", "num_processes"),
+                                     ("--process-id", "process_id"))
+             if getattr(args, dest, None) is not None]
+    if spec is None or spec == "auto":
+        if given:
+            raise UsageError(f"{given[0]} goes with --distributed HOST:PORT; add that or drop "
+                             f"{given[0]}" + (" (auto reads it from the cluster)" if spec else ""))
+        return
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"--distributed {spec} is not HOST:PORT; give e.g. localhost:12345 "
+                         "(port 1-65535) or auto")
+    if len(given) < 2:
+        raise UsageError(f"--distributed {spec} needs --num-processes N and --process-id I "
+                         "(I from 0 to N-1)")
+    if args.process_id >= args.num_processes:
+        raise UsageError(f"--process-id must be from 0 to {args.num_processes - 1} with "
+                         f"--num-processes {args.num_processes}, not {args.process_id}")
+
+
 def add_model_options(parser):
     """``--model`` and ``--weights``; returns the parser."""
     parser.add_argument("--model", help="a zoo model ('featviz models' lists them; default: "
