@@ -335,15 +335,6 @@ def test_project_needs_a_spatial_layer(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.fixture
-def collectives_restored():
-    """Put back the CPU collectives setting that joining a run sets, whether or not it joins."""
-    import jax
-    before = jax.config.jax_cpu_collectives_implementation
-    yield
-    jax.config.update("jax_cpu_collectives_implementation", before)
-
-
 @pytest.mark.parametrize("extra, expected", [
     (["--distributed", "localhost:12345"], "needs --num-processes N and --process-id I"),
     (["--distributed", "foo"], "--distributed foo is not HOST:PORT"),
@@ -353,12 +344,23 @@ def collectives_restored():
     (["--distributed", "auto", "--num-processes", "2"], "--num-processes goes with --distributed"),
     (["--num-processes", "2"], "--num-processes goes with --distributed HOST:PORT"),
     (["--process-id", "0"], "--process-id goes with --distributed HOST:PORT"),
-    (["--distributed", "auto"], "cluster manager"),
 ])
-def test_distributed_mistakes_are_one_line(tmp_path, capsys, collectives_restored, extra,
-                                           expected):
+def test_distributed_mistakes_are_one_line(tmp_path, capsys, extra, expected):
     out = tmp_path / "d"
     argv = ["render", "--layer", "conv3", "--channels", "0", "--out", str(out)] + TINY + FAST
     assert main(argv + extra) == 2
     assert expected in _error_line(capsys)
     assert not out.exists()
+
+
+def test_distributed_auto_outside_a_cluster_is_one_line(tmp_path):
+    """A fresh process (JAX joins a run only before its first computation)."""
+    out = tmp_path / "d"
+    argv = ["render", "--layer", "conv3", "--channels", "0", "--out", str(out),
+            "--distributed", "auto"] + TINY + FAST
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
+    run = subprocess.run([sys.executable, "-m", "featviz"] + argv, capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 2
+    assert run.stderr.startswith("featviz: error: --distributed auto: cannot join a run")
+    assert len(run.stderr.splitlines()) == 1 and not out.exists()
