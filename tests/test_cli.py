@@ -207,16 +207,23 @@ def test_out_of_range_values_are_one_line_errors(command, flag, dest, tmp_path, 
 
 @pytest.mark.parametrize("argv, expected", [
     (["render", "--layer", "nope", "--channels", "0"], "valid layers: conv1, conv2"),
+    (["render", "--layer", "conv9", "--channels", "0"], "unknown layer 'conv9'"),
     (["render", "--layer", "conv2", "--channels", "0-500"], "channels 0-15"),
+    (["render", "--layer", "conv2", "--channels", "5-2"], "bad channel range"),
+    (["render", "--layer", "conv2", "--channels", "a,b"], "bad channel list"),
+    (["render", "--layer", "conv2", "--channels", "-1"], "bad channel list"),
     (["render", "--layer", "blocks_8", "--channels", "0", "--size", "16",
       "--model", "efficientnet-lite0"], "too small"),
     (["render", "--layer", "conv3", "--channels", "0", "--steps", "0"], "--steps must be"),
-])
+    (["atlas", "--layer", "all", "--channels", "0-10"], "channels 0-7"),
+] + [(["render", "--layer", "conv2", "--channels", "0", "--devices", devices], "--devices")
+     for devices in ("0", "999", "foo")])
 def test_render_bad_input(tmp_path, capsys, argv, expected):
     model = [] if "--model" in argv else TINY
-    assert main(argv + model + ["--out", str(tmp_path), "--quiet"]) == 2
+    out = tmp_path / ("e1.png" if argv[0] == "atlas" else "e1")
+    assert main(argv + model + ["--out", str(out), "--quiet"]) == 2
     assert expected in _error_line(capsys)
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # nothing made, not even the output folder
 
 
 def test_predict_bad_files(tmp_path, capsys):

@@ -83,12 +83,23 @@ def _render_settings(args):
                 activation=args.activation, param=args.param, progress=not args.quiet)
 
 
+def _layer_channels(model, layers, args) -> dict[str, list[int]]:
+    """Each layer's channels that ``--channels`` picks, its size for ``--size`` checked."""
+    from ..atlas import check_size, parse_channels
+    picked = {}
+    for layer in layers:
+        picked[layer] = parse_channels(args.channels, model.channels(model.check_layer(layer)))
+        check_size(model, layer, args.size)
+    return picked
+
+
 def cmd_render(args):
-    from ..atlas import parse_channels, render_channels
-    writable_dir(args.out)
+    from ..atlas import render_channels
     model = model_from_args(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
-    result = render_channels(model, args.layer, channels, args.out, **_render_settings(args))
+    channels = _layer_channels(model, [args.layer], args)[args.layer]
+    settings = _render_settings(args)
+    writable_dir(args.out)
+    result = render_channels(model, args.layer, channels, args.out, **settings)
     print(f"wrote {len(channels)} images and results.json to {args.out} "
           f"({result.seconds:.1f} s rendering)")
 
@@ -96,19 +107,18 @@ def cmd_render(args):
 def cmd_atlas(args):
     import jax
 
-    from ..atlas import parse_channels, render_atlas
+    from ..atlas import render_atlas
     from ..image import write_text_atomic
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
-    writable_dir(out.parent)
     model = model_from_args(args)
     layer = args.layer or model.shown_layers[-1]
-    layers = list(model.layers) if layer == "all" else [model.check_layer(layer)]
+    jobs = _layer_channels(model, list(model.layers) if layer == "all" else [layer], args)
     settings = _render_settings(args)
-    for layer in layers:
-        channels = parse_channels(args.channels, model.channels(layer))
-        png = out if len(layers) == 1 else out.with_name(f"{out.stem}_{layer}.png")
+    writable_dir(out.parent)
+    for layer, channels in jobs.items():
+        png = out if len(jobs) == 1 else out.with_name(f"{out.stem}_{layer}.png")
         result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
         if jax.process_index() == 0:
             summary = {"layer": layer, "seconds": round(result.seconds, 3),
