@@ -117,8 +117,16 @@ def _current_umask() -> int:
 def _write_atomic(path, write, mode: str) -> Path:
     """Write through a temporary file renamed over ``path``, so that no reader ever sees half a
     file; the file gets the permissions any new file gets (0666 less the umask), not
-    ``mkstemp``'s private 0600."""
+    ``mkstemp``'s private 0600. A refusal names ``path``, not the temporary file."""
     path = Path(path)
+    try:
+        _replace_with_new_file(path, write, mode)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    return path
+
+
+def _replace_with_new_file(path: Path, write, mode: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -129,7 +137,6 @@ def _write_atomic(path, write, mode: str) -> Path:
     except BaseException:
         os.unlink(tmp)
         raise
-    return path
 
 
 def save_png(array, path) -> Path:

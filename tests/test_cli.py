@@ -297,6 +297,13 @@ def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
         assert "cannot write to" in _error_line(capsys)
 
 
+def test_write_refusals_name_the_file_asked_for(tmp_path):
+    from featviz.image import save_png
+    with pytest.raises(IsADirectoryError) as refused:
+        save_png(np.zeros((2, 2, 3)), tmp_path)
+    assert refused.value.filename == str(tmp_path) and not list(tmp_path.iterdir())
+
+
 def test_help_and_option_mistakes_need_no_jax():
     code = ("import sys\nfrom featviz.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
