@@ -294,7 +294,26 @@ def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
     for argv in (["render", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "sub")],
                  ["atlas", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "a.png")]):
         assert main(argv + TINY + FAST) == 2
-        assert "cannot write to" in _error_line(capsys)
+        assert f"{blocker} is a file, not a folder" in _error_line(capsys)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_output_path_errors_name_the_users_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = _photo(tmp_path)
+    (tmp_path / "dir.png").mkdir()
+    cases = [(["gradcam", photo, "--out", "dir.png"], "--out dir.png is a folder"),
+             (["activations", photo, "--layer", "conv1", "--out", "/proc/x.png"],
+              "cannot write --out /proc/x.png: /proc is not writable"),
+             (["atlas", "--out", "/proc/atlas.png"], "/proc is not writable"),
+             (["top-patches", "--layer", "conv1", "--channels", "0", "--out", "/proc/tp"],
+              "/proc is not writable"),
+             (["saliency", photo, "--out", "s.png", "--save-array", "/proc/s.npy"],
+              "cannot write --save-array /proc/s.npy: /proc is not writable")]
+    for argv, expected in cases:
+        assert main(argv + TINY) == 2, argv
+        assert expected in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "photo.png"]
 
 
 def test_write_refusals_name_the_file_asked_for(tmp_path):

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-from .common import add_model_options, model_from_args, png_path
+from .common import add_model_options, check_png_outputs, model_from_args, writable_dir
 
 # ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
 # (a test checks that the two agree)
@@ -26,7 +25,7 @@ SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput")
 def _model_and_image(args):
     """The model and the image at the model's input size; checks --out before any work."""
     from ..image import load_image
-    png_path(args)
+    check_png_outputs(args)
     model = model_from_args(args)
     return model, load_image(args.image, size=args.size or model.image_size)
 
@@ -67,10 +66,10 @@ def cmd_top_patches(args):
     from ..top_patches import patch_grid, top_patches
     model = model_from_args(args)
     channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    out = writable_dir(args.out)
     images = iter_images(args.images, args.size, _skipped) if args.images else sample_photos()
     result = top_patches(model, images, args.layer, channels, k=args.k, size=args.size,
                          batch=args.batch)
-    out = Path(args.out)
     for c, examples in result.examples.items():
         save_png(patch_grid(examples), out / f"{args.layer}_{c}.png")
     report = {"layer": args.layer, "size": args.size, "images": result.n_images,
@@ -127,7 +126,7 @@ def cmd_unit(args):
     from ..image import save_png
     from ..photos import iter_images
     from ..unit_sheet import unit_sheet
-    png_path(args)
+    check_png_outputs(args)
     model = model_from_args(args)
     images = iter_images(args.images, None, _skipped) if args.images else None
     sheet = unit_sheet(model, args.layer, args.channel, images=images, k=args.k,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import UsageError, add_model_options, model_from_args, writable_dir
+from .common import UsageError, add_model_options, model_from_args, writable_dir, writable_file
 
 # ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
 # JAX (a test checks that the two agree)
@@ -116,7 +116,7 @@ def cmd_atlas(args):
     layer = args.layer or model.shown_layers[-1]
     jobs = _layer_channels(model, list(model.layers) if layer == "all" else [layer], args)
     settings = _render_settings(args)
-    writable_dir(out.parent)
+    writable_file(out)
     for layer, channels in jobs.items():
         png = out if len(jobs) == 1 else out.with_name(f"{out.stem}_{layer}.png")
         result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
