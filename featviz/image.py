@@ -28,12 +28,20 @@ def square_crop(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
 
 
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer image as 8-bit grey, scaled by its bit depth (Pillow's own
+    conversion clips its values at 255)."""
+    full = 2**16 - 1 if im.mode.startswith("I;16") else 2**31 - 1
+    grey = np.asarray(im, np.float64) * (255 / full)
+    return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8))
+
+
 def load_image(path, size: int | None = None) -> np.ndarray:
     """Read an image as float32 RGB in [0, 1], (H, W, 3); with ``size``, the largest centered
     square resized bilinearly to ``size`` x ``size``."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = (_eight_bit(im) if im.mode.startswith("I") else im).convert("RGB")
             return np.asarray(im if size is None else square_crop(im, size), np.float32) / 255.0
     except FileNotFoundError:
         raise ImageReadError(f"no such file: {path}") from None

@@ -397,3 +397,16 @@ def test_distributed_auto_outside_a_cluster_is_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr.startswith("featviz: error: --distributed auto: cannot join a run")
     assert len(run.stderr.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("dtype, full, suffix", [(np.uint16, 2**16 - 1, ".png"),
+                                                 (np.int32, 2**31 - 1, ".tif")])
+def test_deep_integer_images_load_by_their_bit_depth(tmp_path, dtype, full, suffix):
+    from featviz.image import load_image
+    ramp = np.tile(np.linspace(0, full, 64), (8, 1)).astype(dtype)
+    path = tmp_path / ("grey" + suffix)
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode == ("I;16" if dtype == np.uint16 else "I")
+    image = load_image(path)
+    assert image.shape == (8, 64, 3) and abs(image.mean() - 0.5) < 0.01
+    assert image[0, 0, 0] == 0 and image[0, -1, 0] == 1
