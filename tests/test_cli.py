@@ -59,6 +59,12 @@ def test_atlas_default_layer_comes_from_the_registry(tmp_path, capsys):
     assert "channels of conv3" in capsys.readouterr().out
 
 
+def test_layers_default_to_the_models_input_size(capsys):
+    assert main(["layers"] + TINY) == 0
+    out = capsys.readouterr().out
+    assert "at 32 px" in out and "(8, 8, 32)" in out
+
+
 def test_tiny_model_is_in_the_zoo(tmp_path, capsys):
     assert main(["layers", "--size", "32"] + TINY) == 0
     out = capsys.readouterr().out

@@ -31,8 +31,9 @@ def cmd_models(args):
 
 def cmd_layers(args):
     model = model_from_args(args)
-    shapes = model.layer_shapes(args.size)
-    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} {'channels':>8}"
+    size = args.size or model.image_size
+    shapes = model.layer_shapes(size)
+    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(size) + ' px':<28} {'channels':>8}"
           "  optimized as")
     for name, shape in shapes.items():
         pre = model.pre_activation(name)
@@ -161,7 +162,8 @@ def register(sub) -> None:
     sub.add_parser("models", help="list the models --model accepts").set_defaults(func=cmd_models)
 
     p = add_model_options(sub.add_parser("layers", help="list layers, shapes and channel counts"))
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--size", type=int, default=None,
+                   help="input side in pixels (default: the model's input size)")
     p.set_defaults(func=cmd_layers)
 
     p = add_model_options(sub.add_parser("predict", help="classify images"))
