@@ -61,7 +61,7 @@ def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
     tile with an optional label."""
     images = np.asarray(images)
     n, h, w = images.shape[:3]
-    columns = columns or int(np.ceil(np.sqrt(n)))
+    columns = min(columns or int(np.ceil(np.sqrt(n))), n)
     rows = int(np.ceil(n / columns))
     lh = label_height if labels is not None else 0
     cell_h, cell_w = h + lh + pad, w + pad

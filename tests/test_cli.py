@@ -416,3 +416,40 @@ def test_deep_integer_images_load_by_their_bit_depth(tmp_path, dtype, full, suff
     image = load_image(path)
     assert image.shape == (8, 64, 3) and abs(image.mean() - 0.5) < 0.01
     assert image[0, 0, 0] == 0 and image[0, -1, 0] == 1
+
+
+def test_atlas_columns_stop_at_the_number_of_tiles():
+    from featviz.image import make_grid
+    tiles = np.zeros((4, 8, 8, 3))
+    assert make_grid(tiles, columns=100).shape == make_grid(tiles, columns=4).shape
+
+
+def test_a_broken_image_is_reported_once(tmp_path, capsys):
+    from featviz.gallery import photo_source
+    _photo(tmp_path)
+    (tmp_path / "broken.jpg").write_text("not an image")
+    photos = photo_source(tmp_path, 32)
+    for _ in range(3):
+        assert len(list(photos())) == 1
+    assert capsys.readouterr().err.count("broken.jpg") == 1
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["top-patches", "--images", "PHOTO", "--layer", "conv2", "--channels", "0", "--out", "o"],
+     "is a file; give a folder of .jpg/.png images"),
+    (["gallery", "--layers", "conv2,conv3", "--channels", "20-21", "--out", "o"],
+     "layer conv2 has channels 0-15"),
+    (["gallery", "--layers", "", "--out", "o"], "--layers '' names no layer"),
+])
+def test_image_folder_and_layer_mistakes(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    photo = _photo(tmp_path)
+    assert main([photo if a == "PHOTO" else a for a in argv] + TINY) == 2
+    assert expected in _error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_of_a_kind_is_singular(tmp_path, capsys):
+    assert main(["render", "--layer", "conv2", "--channels", "0", "--steps", "1", "--size", "32",
+                 "--quiet", "--out", str(tmp_path)] + TINY) == 0
+    assert capsys.readouterr().out.startswith("wrote 1 image and results.json")

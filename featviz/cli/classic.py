@@ -12,9 +12,8 @@ Map commands also take ``--save-array FILE.npy`` for the raw array.
 from __future__ import annotations
 
 import json
-import sys
 
-from .common import add_model_options, check_png_outputs, model_from_args, writable_dir
+from .common import add_model_options, check_png_outputs, model_from_args, plural, writable_dir
 
 # ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
 # (a test checks that the two agree)
@@ -28,10 +27,6 @@ def _model_and_image(args):
     check_png_outputs(args)
     model = model_from_args(args)
     return model, load_image(args.image, size=args.size or model.image_size)
-
-
-def _skipped(path, err) -> None:
-    print(f"featviz: warning: skipped: {err}", file=sys.stderr)
 
 
 def _write(args, picture, array) -> None:
@@ -54,7 +49,7 @@ def cmd_activations(args):
     from ..activations import activation_grid, layer_maps
     from ..atlas import parse_channels
     model, image = _model_and_image(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)), args.layer)
     maps = layer_maps(model, image, args.layer, channels)
     _write(args, activation_grid(maps, channels, shared_scale=not args.per_channel_scale), maps)
 
@@ -62,12 +57,12 @@ def cmd_activations(args):
 def cmd_top_patches(args):
     from ..atlas import parse_channels
     from ..image import save_png, write_text_atomic
-    from ..photos import iter_images, sample_photos
+    from ..photos import iter_images, sample_photos, warn_once
     from ..top_patches import patch_grid, top_patches
     model = model_from_args(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)), args.layer)
     out = writable_dir(args.out)
-    images = iter_images(args.images, args.size, _skipped) if args.images else sample_photos()
+    images = iter_images(args.images, args.size, warn_once()) if args.images else sample_photos()
     result = top_patches(model, images, args.layer, channels, k=args.k, size=args.size,
                          batch=args.batch)
     for c, examples in result.examples.items():
@@ -77,8 +72,8 @@ def cmd_top_patches(args):
               "channels": {str(c): [{"value": e.value, "image": e.image, "y": e.y, "x": e.x}
                                     for e in examples] for c, examples in result.examples.items()}}
     write_text_atomic(json.dumps(report, indent=1), out / "results.json")
-    print(f"wrote {len(channels)} grids and results.json to {out} "
-          f"({result.n_images} images, receptive field {result.field.size} px)")
+    print(f"wrote {plural(len(channels), 'grid')} and results.json to {out} "
+          f"({plural(result.n_images, 'image')}, receptive field {result.field.size} px)")
 
 
 def cmd_project(args):
@@ -124,11 +119,11 @@ def cmd_gradcam(args):
 
 def cmd_unit(args):
     from ..image import save_png
-    from ..photos import iter_images
+    from ..photos import iter_images, warn_once
     from ..unit_sheet import unit_sheet
     check_png_outputs(args)
     model = model_from_args(args)
-    images = iter_images(args.images, None, _skipped) if args.images else None
+    images = iter_images(args.images, None, warn_once()) if args.images else None
     sheet = unit_sheet(model, args.layer, args.channel, images=images, k=args.k,
                        steps=args.steps, size=args.size, seed=args.seed,
                        image_size=args.image_size, activation=args.activation)

@@ -89,6 +89,11 @@ def check_distributed(args) -> None:
                          f"--num-processes {args.num_processes}, not {args.process_id}")
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, singular for one: "1 image", "2 images"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def add_model_options(parser):
     """``--model`` and ``--weights``; returns the parser."""
     parser.add_argument("--model", help="a zoo model ('featviz models' lists them; default: "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import UsageError, add_model_options, model_from_args, writable_dir, writable_file
+from .common import (UsageError, add_model_options, model_from_args, plural, writable_dir,
+                     writable_file)
 
 # ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
 # JAX (a test checks that the two agree)
@@ -89,7 +90,8 @@ def _layer_channels(model, layers, args) -> dict[str, list[int]]:
     from ..atlas import check_size, parse_channels
     picked = {}
     for layer in layers:
-        picked[layer] = parse_channels(args.channels, model.channels(model.check_layer(layer)))
+        picked[layer] = parse_channels(args.channels, model.channels(model.check_layer(layer)),
+                                       layer)
         check_size(model, layer, args.size)
     return picked
 
@@ -101,7 +103,7 @@ def cmd_render(args):
     settings = _render_settings(args)
     writable_dir(args.out)
     result = render_channels(model, args.layer, channels, args.out, **settings)
-    print(f"wrote {len(channels)} images and results.json to {args.out} "
+    print(f"wrote {plural(len(channels), 'image')} and results.json to {args.out} "
           f"({result.seconds:.1f} s rendering)")
 
 
@@ -125,7 +127,7 @@ def cmd_atlas(args):
             summary = {"layer": layer, "seconds": round(result.seconds, 3),
                        "objective": {str(c): result.records[c]["objective"] for c in channels}}
             write_text_atomic(json.dumps(summary, indent=1), png.with_suffix(".json"))
-            print(f"wrote {png} ({len(channels)} channels of {layer}) and {png.with_suffix('.json')}")
+            print(f"wrote {png} ({plural(len(channels), 'channel')} of {layer}) and {png.with_suffix('.json')}")
 
 
 def _add_render_options(p, layer_required: bool):
