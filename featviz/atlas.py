@@ -41,8 +41,9 @@ class SizeError(ValueError):
     """An image size too small for the chosen layer."""
 
 
-def parse_channels(spec: str | None, n_channels: int) -> list[int]:
-    """Parse ``"0-7,12"`` (or ``"all"``/None for every channel) into sorted unique indices."""
+def parse_channels(spec: str | None, n_channels: int, layer: str | None = None) -> list[int]:
+    """Parse ``"0-7,12"`` (or ``"all"``/None for every channel) into sorted unique indices of
+    a layer of ``n_channels`` (named in the error, where given)."""
     if spec is None or spec.strip().lower() == "all":
         return list(range(n_channels))
     chosen = set()
@@ -59,7 +60,8 @@ def parse_channels(spec: str | None, n_channels: int) -> list[int]:
         chosen.update(range(lo_i, hi_i + 1))
     bad = [c for c in sorted(chosen) if not 0 <= c < n_channels]
     if bad:
-        raise ChannelRangeError(f"channel {bad[0]} is out of range; this layer has channels "
+        owner = f"layer {layer}" if layer else "this layer"
+        raise ChannelRangeError(f"channel {bad[0]} is out of range; {owner} has channels "
                                 f"0-{n_channels - 1}")
     return sorted(chosen)
 

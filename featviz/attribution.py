@@ -240,7 +240,7 @@ def project(model: Model, image, layer: str, channel: int, method: str = "deconv
         raise ValueError(f"unknown method {method!r}; use one of {PROJECTIONS}")
     if reduce not in ("max", "mean"):
         raise ValueError(f"reduce must be 'max' or 'mean', not {reduce!r}")
-    n_channels = model.channels(layer)
+    n_channels = model.channels(model.spatial_layer(layer))
     if not 0 <= channel < n_channels:
         raise ChannelRangeError(f"channel {channel} is out of range; layer {layer} has channels "
                                 f"0-{n_channels - 1}")

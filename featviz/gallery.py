@@ -21,7 +21,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 from urllib.parse import quote
@@ -30,7 +29,7 @@ import numpy as np
 
 from .atlas import check_size, parse_channels, render_channels
 from .attribution import PROJECTIONS
-from .photos import DatasetError, iter_images, sample_photos, square_resize
+from .photos import DatasetError, iter_images, sample_photos, square_resize, warn_once
 from .top_patches import patch_projections, top_patches
 from .image import save_png, write_text_atomic
 from .models.base import Model
@@ -70,8 +69,7 @@ def photo_source(images=None, size: int | None = None) -> Photos:
     if images is None:
         return sample_photos
 
-    def skipped(path, err):
-        print(f"featviz: warning: skipped: {err}", file=sys.stderr)
+    skipped = warn_once()
 
     def photos():
         return iter_images(images, size, skipped)
@@ -193,7 +191,7 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
     image_size = image_size or model.image_size
     for layer in layers:
         _check_layer(model, layer, size)
-    chosen = {layer: parse_channels(channels, model.channels(layer)) for layer in layers}
+    chosen = {layer: parse_channels(channels, model.channels(layer), layer) for layer in layers}
     photos = photo_source(images, image_size)
     out, done = Path(out), {}
     for layer, chans in chosen.items():

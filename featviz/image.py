@@ -28,12 +28,20 @@ def square_crop(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
 
 
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer image as 8-bit grey, scaled by its bit depth (Pillow's own
+    conversion clips its values at 255)."""
+    full = 2**16 - 1 if im.mode.startswith("I;16") else 2**31 - 1
+    grey = np.asarray(im, np.float64) * (255 / full)
+    return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8))
+
+
 def load_image(path, size: int | None = None) -> np.ndarray:
     """Read an image as float32 RGB in [0, 1], (H, W, 3); with ``size``, the largest centered
     square resized bilinearly to ``size`` x ``size``."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = (_eight_bit(im) if im.mode.startswith("I") else im).convert("RGB")
             return np.asarray(im if size is None else square_crop(im, size), np.float32) / 255.0
     except FileNotFoundError:
         raise ImageReadError(f"no such file: {path}") from None
@@ -53,7 +61,7 @@ def make_grid(images, columns: int | None = None, labels=None, pad: int = 2,
     tile with an optional label."""
     images = np.asarray(images)
     n, h, w = images.shape[:3]
-    columns = columns or int(np.ceil(np.sqrt(n)))
+    columns = min(columns or int(np.ceil(np.sqrt(n))), n)
     rows = int(np.ceil(n / columns))
     lh = label_height if labels is not None else 0
     cell_h, cell_w = h + lh + pad, w + pad
@@ -117,8 +125,16 @@ def _current_umask() -> int:
 def _write_atomic(path, write, mode: str) -> Path:
     """Write through a temporary file renamed over ``path``, so that no reader ever sees half a
     file; the file gets the permissions any new file gets (0666 less the umask), not
-    ``mkstemp``'s private 0600."""
+    ``mkstemp``'s private 0600. A refusal names ``path``, not the temporary file."""
     path = Path(path)
+    try:
+        _replace_with_new_file(path, write, mode)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    return path
+
+
+def _replace_with_new_file(path: Path, write, mode: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -129,7 +145,6 @@ def _write_atomic(path, write, mode: str) -> Path:
     except BaseException:
         os.unlink(tmp)
         raise
-    return path
 
 
 def save_png(array, path) -> Path:

@@ -8,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,6 +32,8 @@ def iter_images(folder, size: int | None = None,
     at a time; ``size`` as in ``load_image``. An unreadable file is skipped after a warning
     (or a call to ``on_error(path, error)``)."""
     folder = Path(folder)
+    if folder.is_file():
+        raise DatasetError(f"{folder} is a file; give a folder of .jpg/.png images")
     if not folder.is_dir():
         raise DatasetError(f"no such folder: {folder}")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -46,6 +49,18 @@ def iter_images(folder, size: int | None = None,
                 on_error(path, err)
             continue
         yield str(path), image
+
+
+def warn_once() -> Callable[[Path, Exception], None]:
+    """An ``on_error`` for ``iter_images`` that warns of each skipped file once, however often
+    the folder is read."""
+    warned = set()
+
+    def skipped(path, err):
+        if path not in warned:
+            warned.add(path)
+            print(f"featviz: warning: skipped: {err}", file=sys.stderr)
+    return skipped
 
 
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "clock", "moon",

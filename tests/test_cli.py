@@ -59,6 +59,12 @@ def test_atlas_default_layer_comes_from_the_registry(tmp_path, capsys):
     assert "channels of conv3" in capsys.readouterr().out
 
 
+def test_layers_default_to_the_models_input_size(capsys):
+    assert main(["layers"] + TINY) == 0
+    out = capsys.readouterr().out
+    assert "at 32 px" in out and "(8, 8, 32)" in out
+
+
 def test_tiny_model_is_in_the_zoo(tmp_path, capsys):
     assert main(["layers", "--size", "32"] + TINY) == 0
     out = capsys.readouterr().out
@@ -207,16 +213,23 @@ def test_out_of_range_values_are_one_line_errors(command, flag, dest, tmp_path, 
 
 @pytest.mark.parametrize("argv, expected", [
     (["render", "--layer", "nope", "--channels", "0"], "valid layers: conv1, conv2"),
+    (["render", "--layer", "conv9", "--channels", "0"], "unknown layer 'conv9'"),
     (["render", "--layer", "conv2", "--channels", "0-500"], "channels 0-15"),
+    (["render", "--layer", "conv2", "--channels", "5-2"], "bad channel range"),
+    (["render", "--layer", "conv2", "--channels", "a,b"], "bad channel list"),
+    (["render", "--layer", "conv2", "--channels", "-1"], "bad channel list"),
     (["render", "--layer", "blocks_8", "--channels", "0", "--size", "16",
       "--model", "efficientnet-lite0"], "too small"),
     (["render", "--layer", "conv3", "--channels", "0", "--steps", "0"], "--steps must be"),
-])
+    (["atlas", "--layer", "all", "--channels", "0-10"], "channels 0-7"),
+] + [(["render", "--layer", "conv2", "--channels", "0", "--devices", devices], "--devices")
+     for devices in ("0", "999", "foo")])
 def test_render_bad_input(tmp_path, capsys, argv, expected):
     model = [] if "--model" in argv else TINY
-    assert main(argv + model + ["--out", str(tmp_path), "--quiet"]) == 2
+    out = tmp_path / ("e1.png" if argv[0] == "atlas" else "e1")
+    assert main(argv + model + ["--out", str(out), "--quiet"]) == 2
     assert expected in _error_line(capsys)
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # nothing made, not even the output folder
 
 
 def test_predict_bad_files(tmp_path, capsys):
@@ -287,7 +300,33 @@ def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
     for argv in (["render", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "sub")],
                  ["atlas", "--layer", "conv2", "--channels", "0", "--out", str(blocker / "a.png")]):
         assert main(argv + TINY + FAST) == 2
-        assert "cannot write to" in _error_line(capsys)
+        assert f"{blocker} is a file, not a folder" in _error_line(capsys)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_output_path_errors_name_the_users_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = _photo(tmp_path)
+    (tmp_path / "dir.png").mkdir()
+    cases = [(["gradcam", photo, "--out", "dir.png"], "--out dir.png is a folder"),
+             (["activations", photo, "--layer", "conv1", "--out", "/proc/x.png"],
+              "cannot write --out /proc/x.png: /proc is not writable"),
+             (["atlas", "--out", "/proc/atlas.png"], "/proc is not writable"),
+             (["top-patches", "--layer", "conv1", "--channels", "0", "--out", "/proc/tp"],
+              "/proc is not writable"),
+             (["saliency", photo, "--out", "s.png", "--save-array", "/proc/s.npy"],
+              "cannot write --save-array /proc/s.npy: /proc is not writable")]
+    for argv, expected in cases:
+        assert main(argv + TINY) == 2, argv
+        assert expected in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "photo.png"]
+
+
+def test_write_refusals_name_the_file_asked_for(tmp_path):
+    from featviz.image import save_png
+    with pytest.raises(IsADirectoryError) as refused:
+        save_png(np.zeros((2, 2, 3)), tmp_path)
+    assert refused.value.filename == str(tmp_path) and not list(tmp_path.iterdir())
 
 
 def test_help_and_option_mistakes_need_no_jax():
@@ -317,3 +356,100 @@ def test_maco_from_the_command_line(tmp_path):
 def test_unknown_model_is_one_line(tmp_path, capsys):
     assert main(["layers", "--model", "efficientnet-lite9"]) == 2
     assert "unknown model 'efficientnet-lite9'" in _error_line(capsys)
+
+
+def _photo(folder) -> str:
+    """A small random RGB photo saved as PNG in ``folder``; its path."""
+    path = folder / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def test_project_needs_a_spatial_layer(tmp_path, capsys):
+    out = tmp_path / "p.png"
+    argv = ["project", _photo(tmp_path), "--layer", "logits", "--channel", "6", "--out", str(out)]
+    assert main(argv + TINY) == 2
+    assert "layer 'logits' has no spatial map" in _error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--distributed", "localhost:12345"], "needs --num-processes N and --process-id I"),
+    (["--distributed", "foo"], "--distributed foo is not HOST:PORT"),
+    (["--distributed", "h:99999", "--num-processes", "2", "--process-id", "0"], "not HOST:PORT"),
+    (["--distributed", "h:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be from 0 to 1 with --num-processes 2, not 2"),
+    (["--distributed", "auto", "--num-processes", "2"], "--num-processes goes with --distributed"),
+    (["--num-processes", "2"], "--num-processes goes with --distributed HOST:PORT"),
+    (["--process-id", "0"], "--process-id goes with --distributed HOST:PORT"),
+])
+def test_distributed_mistakes_are_one_line(tmp_path, capsys, extra, expected):
+    out = tmp_path / "d"
+    argv = ["render", "--layer", "conv3", "--channels", "0", "--out", str(out)] + TINY + FAST
+    assert main(argv + extra) == 2
+    assert expected in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_distributed_auto_outside_a_cluster_is_one_line(tmp_path):
+    """A fresh process (JAX joins a run only before its first computation)."""
+    out = tmp_path / "d"
+    argv = ["render", "--layer", "conv3", "--channels", "0", "--out", str(out),
+            "--distributed", "auto"] + TINY + FAST
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
+    run = subprocess.run([sys.executable, "-m", "featviz"] + argv, capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 2
+    assert run.stderr.startswith("featviz: error: --distributed auto: cannot join a run")
+    assert len(run.stderr.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("dtype, full, suffix", [(np.uint16, 2**16 - 1, ".png"),
+                                                 (np.int32, 2**31 - 1, ".tif")])
+def test_deep_integer_images_load_by_their_bit_depth(tmp_path, dtype, full, suffix):
+    from featviz.image import load_image
+    ramp = np.tile(np.linspace(0, full, 64), (8, 1)).astype(dtype)
+    path = tmp_path / ("grey" + suffix)
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode == ("I;16" if dtype == np.uint16 else "I")
+    image = load_image(path)
+    assert image.shape == (8, 64, 3) and abs(image.mean() - 0.5) < 0.01
+    assert image[0, 0, 0] == 0 and image[0, -1, 0] == 1
+
+
+def test_atlas_columns_stop_at_the_number_of_tiles():
+    from featviz.image import make_grid
+    tiles = np.zeros((4, 8, 8, 3))
+    assert make_grid(tiles, columns=100).shape == make_grid(tiles, columns=4).shape
+
+
+def test_a_broken_image_is_reported_once(tmp_path, capsys):
+    from featviz.gallery import photo_source
+    _photo(tmp_path)
+    (tmp_path / "broken.jpg").write_text("not an image")
+    photos = photo_source(tmp_path, 32)
+    for _ in range(3):
+        assert len(list(photos())) == 1
+    assert capsys.readouterr().err.count("broken.jpg") == 1
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["top-patches", "--images", "PHOTO", "--layer", "conv2", "--channels", "0", "--out", "o"],
+     "is a file; give a folder of .jpg/.png images"),
+    (["gallery", "--layers", "conv2,conv3", "--channels", "20-21", "--out", "o"],
+     "layer conv2 has channels 0-15"),
+    (["gallery", "--layers", "", "--out", "o"], "--layers '' names no layer"),
+])
+def test_image_folder_and_layer_mistakes(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    photo = _photo(tmp_path)
+    assert main([photo if a == "PHOTO" else a for a in argv] + TINY) == 2
+    assert expected in _error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_of_a_kind_is_singular(tmp_path, capsys):
+    assert main(["render", "--layer", "conv2", "--channels", "0", "--steps", "1", "--size", "32",
+                 "--quiet", "--out", str(tmp_path)] + TINY) == 0
+    assert capsys.readouterr().out.startswith("wrote 1 image and results.json")

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from . import classic, rendering, site
-from .common import OPTION_RANGES, UsageError, check_options, user_errors
+from .common import OPTION_RANGES, UsageError, check_distributed, check_options, user_errors
 
 __all__ = ["OPTION_RANGES", "UsageError", "build_parser", "main"]
 
@@ -29,11 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_run(args) -> None:
+    """Join the multi-process run that ``--distributed`` names; JAX's refusal as a usage error."""
+    from .. import distributed
+    try:
+        distributed.initialize(args.distributed, args.num_processes, args.process_id)
+    except ValueError as err:
+        hint = ("run it under a cluster manager such as SLURM, or give --distributed HOST:PORT "
+                "--num-processes N --process-id I" if args.distributed == "auto"
+                else "check --distributed, --num-processes and --process-id")
+        raise UsageError(f"--distributed {args.distributed}: cannot join a run "
+                         f"({str(err).rstrip('.')}); {hint}") from None
+
+
 def _run(args) -> None:
     check_options(args)
+    check_distributed(args)
     if getattr(args, "distributed", None):  # before anything touches a JAX backend
-        from .. import distributed
-        distributed.initialize(args.distributed, args.num_processes, args.process_id)
+        _join_run(args)
     args.func(args)
 
 

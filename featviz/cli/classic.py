@@ -12,10 +12,8 @@ Map commands also take ``--save-array FILE.npy`` for the raw array.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-from .common import add_model_options, model_from_args, png_path
+from .common import add_model_options, check_png_outputs, model_from_args, plural, writable_dir
 
 # ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
 # (a test checks that the two agree)
@@ -26,13 +24,9 @@ SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput")
 def _model_and_image(args):
     """The model and the image at the model's input size; checks --out before any work."""
     from ..image import load_image
-    png_path(args)
+    check_png_outputs(args)
     model = model_from_args(args)
     return model, load_image(args.image, size=args.size or model.image_size)
-
-
-def _skipped(path, err) -> None:
-    print(f"featviz: warning: skipped: {err}", file=sys.stderr)
 
 
 def _write(args, picture, array) -> None:
@@ -55,7 +49,7 @@ def cmd_activations(args):
     from ..activations import activation_grid, layer_maps
     from ..atlas import parse_channels
     model, image = _model_and_image(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)), args.layer)
     maps = layer_maps(model, image, args.layer, channels)
     _write(args, activation_grid(maps, channels, shared_scale=not args.per_channel_scale), maps)
 
@@ -63,14 +57,14 @@ def cmd_activations(args):
 def cmd_top_patches(args):
     from ..atlas import parse_channels
     from ..image import save_png, write_text_atomic
-    from ..photos import iter_images, sample_photos
+    from ..photos import iter_images, sample_photos, warn_once
     from ..top_patches import patch_grid, top_patches
     model = model_from_args(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
-    images = iter_images(args.images, args.size, _skipped) if args.images else sample_photos()
+    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)), args.layer)
+    out = writable_dir(args.out)
+    images = iter_images(args.images, args.size, warn_once()) if args.images else sample_photos()
     result = top_patches(model, images, args.layer, channels, k=args.k, size=args.size,
                          batch=args.batch)
-    out = Path(args.out)
     for c, examples in result.examples.items():
         save_png(patch_grid(examples), out / f"{args.layer}_{c}.png")
     report = {"layer": args.layer, "size": args.size, "images": result.n_images,
@@ -78,8 +72,8 @@ def cmd_top_patches(args):
               "channels": {str(c): [{"value": e.value, "image": e.image, "y": e.y, "x": e.x}
                                     for e in examples] for c, examples in result.examples.items()}}
     write_text_atomic(json.dumps(report, indent=1), out / "results.json")
-    print(f"wrote {len(channels)} grids and results.json to {out} "
-          f"({result.n_images} images, receptive field {result.field.size} px)")
+    print(f"wrote {plural(len(channels), 'grid')} and results.json to {out} "
+          f"({plural(result.n_images, 'image')}, receptive field {result.field.size} px)")
 
 
 def cmd_project(args):
@@ -88,7 +82,7 @@ def cmd_project(args):
     from .. import attribution as attr
     from ..image import to_uint8
     model, image = _model_and_image(args)
-    grad = attr.project(model, image, model.check_layer(args.layer), args.channel,
+    grad = attr.project(model, image, args.layer, args.channel,
                         method=args.method, reduce=args.reduce)
     _write(args, np.concatenate([to_uint8(image), attr.gradient_image(grad)], axis=1), grad)
 
@@ -125,11 +119,11 @@ def cmd_gradcam(args):
 
 def cmd_unit(args):
     from ..image import save_png
-    from ..photos import iter_images
+    from ..photos import iter_images, warn_once
     from ..unit_sheet import unit_sheet
-    png_path(args)
+    check_png_outputs(args)
     model = model_from_args(args)
-    images = iter_images(args.images, None, _skipped) if args.images else None
+    images = iter_images(args.images, None, warn_once()) if args.images else None
     sheet = unit_sheet(model, args.layer, args.channel, images=images, k=args.k,
                        steps=args.steps, size=args.size, seed=args.seed,
                        image_size=args.image_size, activation=args.activation)

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 
@@ -64,6 +65,35 @@ def check_options(args) -> None:
             raise UsageError(f"{flag} must be {bounds}, not {value}")
 
 
+def check_distributed(args) -> None:
+    """Raise ``UsageError`` where ``--distributed``, ``--num-processes`` and ``--process-id``
+    cannot make a run: a malformed address, a missing or stray option, an id out of range."""
+    spec = getattr(args, "distributed", None)
+    given = [flag for flag, dest in (("--num-processes", "num_processes"),
+                                     ("--process-id", "process_id"))
+             if getattr(args, dest, None) is not None]
+    if spec is None or spec == "auto":
+        if given:
+            raise UsageError(f"{given[0]} goes with --distributed HOST:PORT; add that or drop "
+                             f"{given[0]}" + (" (auto reads it from the cluster)" if spec else ""))
+        return
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"--distributed {spec} is not HOST:PORT; give e.g. localhost:12345 "
+                         "(port 1-65535) or auto")
+    if len(given) < 2:
+        raise UsageError(f"--distributed {spec} needs --num-processes N and --process-id I "
+                         "(I from 0 to N-1)")
+    if args.process_id >= args.num_processes:
+        raise UsageError(f"--process-id must be from 0 to {args.num_processes - 1} with "
+                         f"--num-processes {args.num_processes}, not {args.process_id}")
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, singular for one: "1 image", "2 images"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def add_model_options(parser):
     """``--model`` and ``--weights``; returns the parser."""
     parser.add_argument("--model", help="a zoo model ('featviz models' lists them; default: "
@@ -82,21 +112,43 @@ def model_from_args(args):
     return load_model(args.model or DEFAULT_MODEL, args.weights)
 
 
-def writable_dir(folder) -> Path:
-    """Create ``folder`` if needed and check that files can be written there, before any work."""
-    import tempfile
-
-    folder = Path(folder)
+def _check_writable(folder: Path, target, flag: str) -> None:
+    """Raise ``UsageError`` unless files can be made in ``folder`` (or, where it does not exist
+    yet, in its nearest existing ancestor); ``target`` is the output path the user gave."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write {flag} {target}: {existing} is a file, not a folder; "
+                         f"choose another {flag}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise UsageError(f"cannot write to {folder} ({err.strerror}); choose another --out") from None
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError:
+        raise UsageError(f"cannot write {flag} {target}: {existing} is not writable; choose "
+                         f"another {flag}") from None
+
+
+def writable_dir(folder, flag: str = "--out") -> Path:
+    """``folder``, checked before any work to be a folder that files can be written in, or one
+    that can be made; nothing is created."""
+    folder = Path(folder)
+    _check_writable(folder, folder, flag)
     return folder
 
 
-def png_path(args) -> str:
-    """``args.out``, checked to name a .png file."""
+def writable_file(path, flag: str = "--out") -> Path:
+    """``path``, checked before any work to name a file that can be written; nothing is
+    created."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    _check_writable(path.parent, path, flag)
+    return path
+
+
+def check_png_outputs(args) -> None:
+    """Check that ``--out`` names a writable .png file and ``--save-array`` (where given) a
+    writable file, before any work."""
     if not args.out.lower().endswith(".png"):
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out {args.command}.png")
-    return args.out
+    writable_file(args.out)
+    if getattr(args, "save_array", None):
+        writable_file(args.save_array, "--save-array")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import UsageError, add_model_options, model_from_args, writable_dir
+from .common import (UsageError, add_model_options, model_from_args, plural, writable_dir,
+                     writable_file)
 
 # ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
 # JAX (a test checks that the two agree)
@@ -31,8 +32,9 @@ def cmd_models(args):
 
 def cmd_layers(args):
     model = model_from_args(args)
-    shapes = model.layer_shapes(args.size)
-    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(args.size) + ' px':<28} {'channels':>8}"
+    size = args.size or model.image_size
+    shapes = model.layer_shapes(size)
+    print(f"{'layer':<12} {'shape (H, W, C) at ' + str(size) + ' px':<28} {'channels':>8}"
           "  optimized as")
     for name, shape in shapes.items():
         pre = model.pre_activation(name)
@@ -83,38 +85,49 @@ def _render_settings(args):
                 activation=args.activation, param=args.param, progress=not args.quiet)
 
 
+def _layer_channels(model, layers, args) -> dict[str, list[int]]:
+    """Each layer's channels that ``--channels`` picks, its size for ``--size`` checked."""
+    from ..atlas import check_size, parse_channels
+    picked = {}
+    for layer in layers:
+        picked[layer] = parse_channels(args.channels, model.channels(model.check_layer(layer)),
+                                       layer)
+        check_size(model, layer, args.size)
+    return picked
+
+
 def cmd_render(args):
-    from ..atlas import parse_channels, render_channels
-    writable_dir(args.out)
+    from ..atlas import render_channels
     model = model_from_args(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)))
-    result = render_channels(model, args.layer, channels, args.out, **_render_settings(args))
-    print(f"wrote {len(channels)} images and results.json to {args.out} "
+    channels = _layer_channels(model, [args.layer], args)[args.layer]
+    settings = _render_settings(args)
+    writable_dir(args.out)
+    result = render_channels(model, args.layer, channels, args.out, **settings)
+    print(f"wrote {plural(len(channels), 'image')} and results.json to {args.out} "
           f"({result.seconds:.1f} s rendering)")
 
 
 def cmd_atlas(args):
     import jax
 
-    from ..atlas import parse_channels, render_atlas
+    from ..atlas import render_atlas
     from ..image import write_text_atomic
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
-    writable_dir(out.parent)
     model = model_from_args(args)
     layer = args.layer or model.shown_layers[-1]
-    layers = list(model.layers) if layer == "all" else [model.check_layer(layer)]
+    jobs = _layer_channels(model, list(model.layers) if layer == "all" else [layer], args)
     settings = _render_settings(args)
-    for layer in layers:
-        channels = parse_channels(args.channels, model.channels(layer))
-        png = out if len(layers) == 1 else out.with_name(f"{out.stem}_{layer}.png")
+    writable_file(out)
+    for layer, channels in jobs.items():
+        png = out if len(jobs) == 1 else out.with_name(f"{out.stem}_{layer}.png")
         result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
         if jax.process_index() == 0:
             summary = {"layer": layer, "seconds": round(result.seconds, 3),
                        "objective": {str(c): result.records[c]["objective"] for c in channels}}
             write_text_atomic(json.dumps(summary, indent=1), png.with_suffix(".json"))
-            print(f"wrote {png} ({len(channels)} channels of {layer}) and {png.with_suffix('.json')}")
+            print(f"wrote {png} ({plural(len(channels), 'channel')} of {layer}) and {png.with_suffix('.json')}")
 
 
 def _add_render_options(p, layer_required: bool):
@@ -151,7 +164,8 @@ def register(sub) -> None:
     sub.add_parser("models", help="list the models --model accepts").set_defaults(func=cmd_models)
 
     p = add_model_options(sub.add_parser("layers", help="list layers, shapes and channel counts"))
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--size", type=int, default=None,
+                   help="input side in pixels (default: the model's input size)")
     p.set_defaults(func=cmd_layers)
 
     p = add_model_options(sub.add_parser("predict", help="classify images"))

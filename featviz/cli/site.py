@@ -5,17 +5,26 @@
 """
 from __future__ import annotations
 
-from .common import add_model_options, model_from_args
+from .common import UsageError, add_model_options, model_from_args, plural
+
+
+def _named_layers(spec: str) -> list[str]:
+    """The layer names of ``--layers``, which must name at least one."""
+    layers = [name.strip() for name in spec.split(",") if name.strip()]
+    if not layers:
+        raise UsageError(f"--layers {spec!r} names no layer; give comma-separated names, e.g. "
+                         "--layers conv2,conv3 ('featviz layers' lists them)")
+    return layers
 
 
 def cmd_gallery(args) -> None:
     from ..gallery import build_gallery
+    layers = None if args.layers is None else _named_layers(args.layers)
     model = model_from_args(args)
-    layers = ([name.strip() for name in args.layers.split(",") if name.strip()] if args.layers
-              else list(model.shown_layers))
+    layers = layers or list(model.shown_layers)
     out = build_gallery(model, args.out, layers, args.channels, steps=args.steps, size=args.size,
                         seed=args.seed, k=args.k, images=args.images, progress=not args.quiet)
-    print(f"wrote {out / 'index.html'} ({len(layers)} layers); open it in a browser")
+    print(f"wrote {out / 'index.html'} ({plural(len(layers), 'layer')}); open it in a browser")
 
 
 def register(sub) -> None:
