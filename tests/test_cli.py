@@ -56,7 +56,7 @@ def test_atlas_default_layer_comes_from_the_registry(tmp_path, capsys):
     out = tmp_path / "atlas.png"
     assert main(["atlas", "--channels", "0", "--steps", "1", "--size", "32", "--quiet",
                  "--out", str(out)] + TINY) == 0
-    assert "channels of conv3" in capsys.readouterr().out
+    assert "(1 channel of conv3)" in capsys.readouterr().out
 
 
 def test_layers_default_to_the_models_input_size(capsys):
@@ -337,6 +337,18 @@ def test_help_and_option_mistakes_need_no_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert "--steps must be from 1" in out.stderr
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("render", ["gradient-ascent steps (default: 512)", "(default: 128)", "images (default: 0)"]),
+    ("top-patches", ["(default: 9)", "(default: 16)"]),
+    ("gallery", ["steps (default: 256)"]),
+])
+def test_help_shows_the_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(s in text for s in shown) and "(default: None)" not in text
 
 
 def test_parser_method_choices_are_the_library_tables():

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from . import classic, rendering, site
@@ -20,10 +21,23 @@ from .common import OPTION_RANGES, UsageError, check_distributed, check_options,
 __all__ = ["OPTION_RANGES", "UsageError", "build_parser", "main"]
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, where it has a value to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if any(action.default is value for value in (None, False, argparse.SUPPRESS)) \
+                or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featviz", description="See what each filter of a "
                                      "convolutional network responds to.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser,
+                                                               formatter_class=_ShowDefaults))
     for group in (rendering, classic, site):
         group.register(sub)
     return parser

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 
-from .common import add_model_options, check_png_outputs, model_from_args, plural, writable_dir
+from .common import (add_model_options, check_png_outputs, model_from_args, picked_channels,
+                     plural, writable_dir)
 
 # ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
 # (a test checks that the two agree)
@@ -47,20 +48,18 @@ def _class_label(model, image, class_id) -> str:
 
 def cmd_activations(args):
     from ..activations import activation_grid, layer_maps
-    from ..atlas import parse_channels
     model, image = _model_and_image(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)), args.layer)
+    channels = picked_channels(model, args.layer, args.channels)
     maps = layer_maps(model, image, args.layer, channels)
     _write(args, activation_grid(maps, channels, shared_scale=not args.per_channel_scale), maps)
 
 
 def cmd_top_patches(args):
-    from ..atlas import parse_channels
     from ..image import save_png, write_text_atomic
     from ..photos import iter_images, sample_photos, warn_once
     from ..top_patches import patch_grid, top_patches
     model = model_from_args(args)
-    channels = parse_channels(args.channels, model.channels(model.check_layer(args.layer)), args.layer)
+    channels = picked_channels(model, args.layer, args.channels)
     out = writable_dir(args.out)
     images = iter_images(args.images, args.size, warn_once()) if args.images else sample_photos()
     result = top_patches(model, images, args.layer, channels, k=args.k, size=args.size,
@@ -163,16 +162,17 @@ def register(sub) -> None:
     p = command("project", "deconvnet / guided-backprop projection of a channel", cmd_project)
     p.add_argument("--layer", required=True)
     p.add_argument("--channel", type=int, required=True)
-    p.add_argument("--method", choices=PROJECTION_METHODS, default="deconvnet")
+    p.add_argument("--method", choices=PROJECTION_METHODS, default="deconvnet",
+                   help="the backward rule")
     p.add_argument("--reduce", choices=("max", "mean"), default="max",
                    help="project the channel's strongest unit or its mean")
 
     p = command("saliency", "input-gradient saliency for a class", cmd_saliency)
     p.add_argument("--class", dest="class_id", type=int, default=None,
                    help="class id (default: the top prediction)")
-    p.add_argument("--method", choices=SALIENCY_METHODS, default="vanilla")
+    p.add_argument("--method", choices=SALIENCY_METHODS, default="vanilla", help="the saliency map")
     p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy copies")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad's noise")
 
     p = command("gradcam", "Grad-CAM (or CAM) heatmap for a class", cmd_gradcam)
     p.add_argument("--class", dest="class_id", type=int, default=None,
@@ -190,6 +190,6 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
     p.add_argument("--image-size", type=int, default=None,
                    help="side the photos are searched at (default: the model's input size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     p.add_argument("--activation", choices=["pre", "post"], default="pre",
                    help="on a rectified layer, visualize its values before the rectifier (default)")

@@ -94,6 +94,12 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def picked_channels(model, layer: str, spec: str | None) -> list[int]:
+    """The channels of ``layer`` (its name checked) that a ``--channels`` spec picks."""
+    from ..atlas import parse_channels
+    return parse_channels(spec, model.channels(model.check_layer(layer)), layer)
+
+
 def add_model_options(parser):
     """``--model`` and ``--weights``; returns the parser."""
     parser.add_argument("--model", help="a zoo model ('featviz models' lists them; default: "

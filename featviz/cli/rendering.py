@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import (UsageError, add_model_options, model_from_args, plural, writable_dir,
-                     writable_file)
+from .common import (UsageError, add_model_options, model_from_args, picked_channels, plural,
+                     writable_dir, writable_file)
 
 # ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
 # JAX (a test checks that the two agree)
@@ -87,21 +87,20 @@ def _render_settings(args):
 
 def _layer_channels(model, layers, args) -> dict[str, list[int]]:
     """Each layer's channels that ``--channels`` picks, its size for ``--size`` checked."""
-    from ..atlas import check_size, parse_channels
+    from ..atlas import check_size
     picked = {}
     for layer in layers:
-        picked[layer] = parse_channels(args.channels, model.channels(model.check_layer(layer)),
-                                       layer)
+        picked[layer] = picked_channels(model, layer, args.channels)
         check_size(model, layer, args.size)
     return picked
 
 
 def cmd_render(args):
     from ..atlas import render_channels
+    writable_dir(args.out)
     model = model_from_args(args)
     channels = _layer_channels(model, [args.layer], args)[args.layer]
     settings = _render_settings(args)
-    writable_dir(args.out)
     result = render_channels(model, args.layer, channels, args.out, **settings)
     print(f"wrote {plural(len(channels), 'image')} and results.json to {args.out} "
           f"({result.seconds:.1f} s rendering)")
@@ -115,11 +114,11 @@ def cmd_atlas(args):
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {args.out} must name a .png file, e.g. --out atlas.png")
+    writable_file(out)
     model = model_from_args(args)
     layer = args.layer or model.shown_layers[-1]
     jobs = _layer_channels(model, list(model.layers) if layer == "all" else [layer], args)
     settings = _render_settings(args)
-    writable_file(out)
     for layer, channels in jobs.items():
         png = out if len(jobs) == 1 else out.with_name(f"{out.stem}_{layer}.png")
         result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
@@ -127,7 +126,8 @@ def cmd_atlas(args):
             summary = {"layer": layer, "seconds": round(result.seconds, 3),
                        "objective": {str(c): result.records[c]["objective"] for c in channels}}
             write_text_atomic(json.dumps(summary, indent=1), png.with_suffix(".json"))
-            print(f"wrote {png} ({plural(len(channels), 'channel')} of {layer}) and {png.with_suffix('.json')}")
+            print(f"wrote {png} ({plural(len(channels), 'channel')} of {layer}) and "
+                  f"{png.with_suffix('.json')}")
 
 
 def _add_render_options(p, layer_required: bool):
@@ -135,9 +135,9 @@ def _add_render_options(p, layer_required: bool):
                    help=None if layer_required else "default: the model's default layer; "
                    "'all': one atlas per layer")
     p.add_argument("--channels", default=None, help="e.g. 0-7,12 (default: all)")
-    p.add_argument("--steps", type=int, default=512)
+    p.add_argument("--steps", type=int, default=512, help="gradient-ascent steps")
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
     p.add_argument("--chunk", type=int, default=None,
                    help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
@@ -153,14 +153,16 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
     p.add_argument("--distributed", metavar="HOST:PORT|auto",
                    help="join a multi-process run through jax.distributed")
-    p.add_argument("--num-processes", type=int)
-    p.add_argument("--process-id", type=int)
-    p.add_argument("--out", required=True)
+    p.add_argument("--num-processes", type=int,
+                   help="processes in the run (with --distributed HOST:PORT)")
+    p.add_argument("--process-id", type=int, help="this process's number, 0 to N-1")
+    p.add_argument("--out", required=True, help="output folder (render) or .png file (atlas)")
     return p
 
 
 def register(sub) -> None:
-    """Add ``models``, ``layers``, ``predict``, ``render`` and ``atlas`` to an argparse subparsers object."""
+    """Add ``models``, ``layers``, ``predict``, ``render`` and ``atlas`` to an argparse
+    subparsers object."""
     sub.add_parser("models", help="list the models --model accepts").set_defaults(func=cmd_models)
 
     p = add_model_options(sub.add_parser("layers", help="list layers, shapes and channel counts"))
@@ -170,7 +172,7 @@ def register(sub) -> None:
 
     p = add_model_options(sub.add_parser("predict", help="classify images"))
     p.add_argument("images", nargs="+")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=int, default=5, help="classes listed per image")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -180,5 +182,6 @@ def register(sub) -> None:
     p = add_model_options(sub.add_parser(
         "atlas", help="render a layer's atlas (--layer all: one atlas per layer)"))
     _add_render_options(p, layer_required=False)
-    p.add_argument("--columns", type=int, default=None)
+    p.add_argument("--columns", type=int, default=None,
+                   help="tiles per row (default: about square)")
     p.set_defaults(func=cmd_atlas)

@@ -35,9 +35,9 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None,
                    help="comma-separated layer names (default: the model's default layers)")
     p.add_argument("--channels", default="0-15", help="e.g. 0-7,12 or all (default: 0-15)")
-    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--steps", type=int, default=256, help="feature visualization steps")
     p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
     p.add_argument("--k", type=int, default=9, help="top patches per channel")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
