@@ -18,7 +18,7 @@ import jax
 import matplotlib
 import numpy as np
 
-from .image import make_grid
+from .image import make_grid, one_image
 from .models.base import Model, per_model
 
 
@@ -32,7 +32,7 @@ def layer_fn(model: Model, layer: str):
 def layer_maps(model: Model, image, layer: str, channels: Sequence[int] | None = None) -> np.ndarray:
     """Activation maps (C, h, w) of ``layer`` for one (H, W, 3) image in [0, 1]."""
     model.spatial_layer(layer)
-    acts = np.asarray(layer_fn(model, layer)(model.params, np.asarray(image, np.float32)[None]))[0]
+    acts = np.asarray(layer_fn(model, layer)(model.params, one_image(image)))[0]
     maps = np.moveaxis(acts, -1, 0)
     return maps if channels is None else maps[list(channels)]
 

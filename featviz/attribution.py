@@ -28,8 +28,8 @@ from PIL import Image
 from . import draws, rectifier_rules
 from .activations import layer_fn
 from .atlas import ChannelRangeError
-from .image import to_uint8
-from .models.base import Model, per_model
+from .image import as_images, one_image, to_uint8
+from .models.base import Model, NoSpatialMapError, per_model
 
 
 class ClassIndexError(ValueError):
@@ -52,7 +52,11 @@ def score_layer(model: Model) -> str:
 
 def last_spatial_layer(model: Model) -> str:
     """The model's last layer with an (h, w, C) map: Grad-CAM's and CAM's default."""
-    return model.spatial_layers()[-1]
+    spatial = model.spatial_layers()
+    if not spatial:
+        raise NoSpatialMapError(f"model {model.name} exposes no layer with a spatial map (a "
+                                "convolution's output), which Grad-CAM and CAM read")
+    return spatial[-1]
 
 
 def _classes(model: Model, class_idx, n: int) -> np.ndarray:
@@ -84,8 +88,11 @@ def _input_grad_fn(model: Model):
 
 def input_gradients(model: Model, images, class_idx=None) -> np.ndarray:
     """Gradient of each image's class score with respect to its pixels, (N, H, W, 3)."""
-    images = np.asarray(images, np.float32)
-    classes = _classes(model, class_idx, len(images))
+    images = as_images(images)
+    return _gradients(model, images, _classes(model, class_idx, len(images)))
+
+
+def _gradients(model: Model, images, classes) -> np.ndarray:
     return np.asarray(_input_grad_fn(model)(model.params, images, classes))
 
 
@@ -101,26 +108,26 @@ def smoothgrad(model: Model, images, key, class_idx=None, n: int = 16,
 
     The class is fixed from the clean image, so that every noisy copy scores the same class.
     """
-    images = np.asarray(images, np.float32)
+    images = as_images(images)
     classes = predict(model, images) if class_idx is None else _classes(model, class_idx,
                                                                           len(images))
     spread = sigma * (images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3)))
     noise = draws.normal(key, (n,) + images.shape) * spread[None, :, None, None, None]
     noisy = (images[None] + np.asarray(noise)).reshape((-1,) + images.shape[1:])
-    grads = input_gradients(model, noisy, np.tile(classes, n)).reshape((n,) + images.shape)
+    grads = _gradients(model, noisy, np.tile(classes, n)).reshape((n,) + images.shape)
     return np.abs(grads.mean(axis=0)).max(axis=-1)
 
 
 def grad_x_input(model: Model, images, class_idx=None) -> np.ndarray:
     """|sum over color of gradient x input| (Shrikumar et al., 2016), (N, H, W); the
     reference input is black."""
-    images = np.asarray(images, np.float32)
+    images = as_images(images)
     return np.abs((input_gradients(model, images, class_idx) * images).sum(axis=-1))
 
 
 def predict(model: Model, images) -> np.ndarray:
     """Top predicted class of each image, (N,)."""
-    logits = layer_fn(model, score_layer(model))(model.params, np.asarray(images, np.float32))
+    logits = layer_fn(model, score_layer(model))(model.params, as_images(images))
     return np.asarray(jnp.argmax(logits, axis=-1), np.int32)
 
 
@@ -152,7 +159,7 @@ def gradcam(model: Model, images, layer: str | None = None, class_idx=None) -> n
     """Grad-CAM (Selvaraju et al., 2017), (N, H, W): ReLU of the layer's channels weighted by
     their spatially averaged score gradients, upsampled bilinearly to the image size.
     ``layer`` defaults to the last layer with a spatial map."""
-    images = np.asarray(images, np.float32)
+    images = as_images(images)
     layer = model.spatial_layer(layer or last_spatial_layer(model))
     classes = _classes(model, class_idx, len(images))
     acts, grads, _ = _layer_and_grad_fn(model, layer)(model.params, images, classes)
@@ -166,7 +173,7 @@ def cam(model: Model, images, class_idx=None, layer: str | None = None,
     average pooling and then one Dense layer: ReLU of the class's kernel-weighted channel sum,
     upsampled. The kernel is found from the model (``classifier_weights``); ``fc_kernel``
     (C, classes) gives it instead."""
-    images = np.asarray(images, np.float32)
+    images = as_images(images)
     last = last_spatial_layer(model)
     if model.spatial_layer(layer or last) != last:
         raise ClassifierError(f"CAM reads the layer that feeds the classifier ({last}), not "
@@ -244,7 +251,7 @@ def project(model: Model, image, layer: str, channel: int, method: str = "deconv
     if not 0 <= channel < n_channels:
         raise ChannelRangeError(f"channel {channel} is out of range; layer {layer} has channels "
                                 f"0-{n_channels - 1}")
-    images = np.asarray(image, np.float32)[None]
+    images = one_image(image)
     fmap = np.asarray(model.activations(images, layers=[layer])[layer])[0, ..., channel]
     if reduce == "max":
         y, x = np.unravel_index(np.argmax(fmap), fmap.shape)

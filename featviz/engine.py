@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -189,6 +190,7 @@ class Renderer:
         _check_image_shape(param, (size, size, model.input_channels))
         if transforms is None:
             transforms = param.transforms() if param.transforms else standard_transforms()
+        _check_transforms(transforms, (size, size, model.input_channels))
         self.settings = ProgramSettings(
             size=size, param=param, transform=compose(transforms),
             # the default's own rate is a placeholder: each call sets the rate it renders with
@@ -398,6 +400,10 @@ class Renderer:
             if on_segment is not None:
                 on_segment(stop - start)
         images = np.asarray(images)[:n]
+        if not np.isfinite(images).all():
+            warnings.warn("some rendered images are not finite (NaN or infinite): an "
+                          "objective's value or gradient was not a number, e.g. a division "
+                          "by zero", RuntimeWarning, stacklevel=3)
         final_ready.result()
         transparency = np.asarray(state[2])[:n] if self.settings.transparency else None
         return RenderResult(images, np.concatenate(traces, axis=1),
@@ -470,6 +476,18 @@ def _check_image_shape(param: Parameterization, shape: tuple) -> None:
         raise ValueError(f"the parameterization makes images of shape {tuple(made)} but this "
                          f"renderer needs {tuple(shape)}: build it for size={shape[0]}, or "
                          f"pass size={made[0]} to the renderer")
+
+
+def _check_transforms(transforms: Sequence[Transform], shape: tuple) -> None:
+    """Refuse a transform that is not ``(key, image) -> image`` (say, ``transforms.pad`` where
+    ``transforms.pad(12)`` was meant)."""
+    for t in transforms:
+        try:
+            jax.eval_shape(t, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+        except Exception as err:  # noqa: BLE001 - whatever the callable raises
+            raise ValueError(f"{getattr(t, '__qualname__', t)!s} is not a transform "
+                             "(key, image) -> image; build one, e.g. transforms.pad(12) or "
+                             f"transforms.jitter(8) ({type(err).__name__})") from None
 
 
 def free_memory_bytes(device) -> int:

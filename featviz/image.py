@@ -50,6 +50,52 @@ def load_image(path, size: int | None = None) -> np.ndarray:
                              "give a JPEG or PNG file") from None
 
 
+class ImageValueError(ValueError):
+    """Images that are not pictures featviz can read: wrong shape or values outside [0, 1]."""
+
+
+def as_images(images) -> np.ndarray:
+    """Images as the views take them: float32 in [0, 1], (N, H, W, C). Accepts a PIL image,
+    integer arrays (uint8 divided by 255, uint16 by 65535), floats in [0, 1], and one image
+    (H, W, 3) as well as a batch; grey ones, (H, W) or with one channel, become RGB (a grey
+    network's ``Model.as_input`` turns them back).
+
+    Example:
+        >>> grey = as_images(np.full((4, 6), 255, np.uint8))
+        >>> grey.shape, float(grey.max())
+        ((1, 4, 6, 3), 1.0)
+    """
+    if isinstance(images, Image.Image):
+        images = np.asarray(images.convert("RGB"))
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.integer):
+        images = images / np.float32(np.iinfo(images.dtype).max)
+    images = images.astype(np.float32)
+    if images.ndim == 2:
+        images = images[..., None]
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ImageValueError(f"images must be (H, W, 3), (H, W) or a batch (N, H, W, 3), not "
+                              f"an array of shape {images.shape}")
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ImageValueError(f"image values must lie in [0, 1], these run from {low:g} to "
+                              f"{high:g}; divide 0-255 values by 255")
+    return images
+
+
+def one_image(image) -> np.ndarray:
+    """``as_images`` for a view of one image: (1, H, W, 3); a batch of several is refused."""
+    images = as_images(image)
+    if len(images) != 1:
+        raise ImageValueError(f"this view takes one image, not a batch of {len(images)}; "
+                              "pass images[i]")
+    return images
+
+
 def to_uint8(image) -> np.ndarray:
     """Float image in [0, 1] -> uint8, clipped."""
     return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)

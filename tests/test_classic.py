@@ -234,3 +234,33 @@ def test_views_keep_no_model_alive():
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_views_take_photos_as_people_hold_them():
+    """uint8 arrays, PIL images, one image or a batch, grey: the same answer as floats in
+    [0, 1]; values beyond [0, 1] and batches where one image is meant are refused."""
+    from featviz.image import ImageValueError
+    tiny = featviz.load_model("tiny")
+    photo = (data.chelsea()[:64, :64]).astype(np.uint8)
+    floats = photo.astype(np.float32) / 255
+    expected = attr.gradcam(tiny, floats[None])
+    for same in (photo, Image.fromarray(photo), floats, photo[None]):
+        np.testing.assert_allclose(attr.gradcam(tiny, same), expected, rtol=1e-5, atol=1e-6)
+    grey = floats.mean(-1)
+    np.testing.assert_allclose(attr.saliency(tiny, grey),
+                               attr.saliency(tiny, np.repeat(grey[..., None], 3, -1)), rtol=1e-5)
+    assert layer_maps(tiny, floats[None], "conv2").shape == layer_maps(tiny, floats, "conv2").shape
+    with pytest.raises(ImageValueError, match="divide 0-255 values by 255"):
+        attr.predict(tiny, floats * 255)
+    with pytest.raises(ImageValueError, match="takes one image, not a batch of 2"):
+        layer_maps(tiny, np.stack([floats, floats]), "conv2")
+
+
+def test_a_model_without_spatial_layers_says_so():
+    import keras
+    dense = featviz.from_keras(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                                 keras.layers.Dense(4, name="d1")]))
+    with pytest.raises(featviz.models.base.NoSpatialMapError, match="exposes no layer with one"):
+        layer_maps(dense, np.zeros((8, 8, 3), np.float32), "d1")
+    with pytest.raises(featviz.models.base.NoSpatialMapError, match="no layer with a spatial map"):
+        attr.gradcam(dense, np.zeros((8, 8, 3), np.float32))

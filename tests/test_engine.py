@@ -480,3 +480,10 @@ def test_capped_layer_optimizes_its_pre_activation_by_default():
     assert capped.any() and (pre.final[capped] > 12.0).all()  # past the cap it still climbs
     with pytest.raises(ValueError, match="'pre' or 'post'"):
         featviz.Renderer(model, size=16, activation="after")
+
+
+def test_a_transform_factory_is_refused_and_a_nan_render_warns(tiny_model):
+    with pytest.raises(ValueError, match="pad is not a transform .* transforms.pad\\(12\\)"):
+        featviz.Renderer(tiny_model, size=32, transforms=[T.pad])
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        featviz.render(tiny_model, [obj.channel("relu2", 0) / 0.0], size=32, steps=2)

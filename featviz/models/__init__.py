@@ -77,7 +77,8 @@ ZOO: dict[str, Callable[[str | None], Model]] = {name: m.loader for name, m in R
 def zoo_model(name: str) -> ZooModel:
     """The registry entry of ``name``; ``UnknownModelError`` listing the valid names."""
     if name not in REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}, "
+                                "or keras:NAME for a keras.applications network")
     return REGISTRY[name]
 
 

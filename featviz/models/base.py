@@ -99,8 +99,8 @@ class Model:
         """Return ``layer`` if the model exposes it (or it is one of the model's
         pre-activations), else raise a message listing valid ones."""
         if layer not in self.layers and layer not in self.pre_activations.values():
-            raise UnknownLayerError(
-                f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
+            raise UnknownLayerError(f"unknown layer {layer!r}; valid layers: "
+                                    f"{_listed(self.layers)}")
         return layer
 
     def layer_shapes(self, size: int) -> dict[str, tuple]:
@@ -132,8 +132,11 @@ class Model:
         the layers that do."""
         shape = self.layer_shape(self.check_layer(layer))
         if len(shape) != 3:
-            raise NoSpatialMapError(f"layer {layer!r} has no spatial map (shape {shape}); pick one "
-                                    f"that has: {', '.join(self.spatial_layers())}")
+            spatial = self.spatial_layers()
+            raise NoSpatialMapError(
+                f"layer {layer!r} has no spatial map (shape {shape}); "
+                + (f"pick one that has: {_listed(spatial)}" if spatial else
+                   "this model exposes no layer with one (a convolution's output)"))
         return layer
 
     def spatial_layers(self) -> tuple[str, ...]:
@@ -158,6 +161,14 @@ class Model:
         return self.layer_shape(self.check_layer(layer), size)[-1]
 
 
+def _listed(names: Sequence[str], most: int = 12) -> str:
+    """Layer names for a message: all of a few, or the first and last of many."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return (f"{', '.join(names[:most - 2])}, ... ({len(names) - most + 1} more), {names[-1]} "
+            "('featviz layers' lists them all)")
+
+
 def per_model(build: Callable) -> Callable:
     """Decorator: ``build(model, *args)`` (say, a jit-compiled view of one layer) memoized on
     the model itself, so that it lives and dies with the model, where a module-level cache
@@ -176,7 +187,13 @@ def _with_pre_activations(layers: Sequence[str], pre_activations: dict) -> tuple
     return tuple(layers) + tuple(v for v in pre_activations.values() if v not in layers)
 
 
-def _input_channels(apply, params, layers: tuple, preprocess, size: int) -> int:
+_LINEN_HINT = ("are the variables {'params': ...}? does it need apply_kwargs={'train': False}? "
+              "pass input_channels= and image_size= if they differ")
+_NNX_HINT = ("call module.eval() first, so that BatchNorm and Dropout are in inference mode; pass "
+            "input_channels= and image_size= if they differ")
+
+
+def _input_channels(apply, params, layers: tuple, preprocess, size: int, hint: str) -> int:
     """How many channels the network's input has: 3 (RGB) if it accepts them, else 1 (grey).
     Every layer is asked for, so that a name the module never produces is refused now."""
     refusals = []
@@ -191,9 +208,7 @@ def _input_channels(apply, params, layers: tuple, preprocess, size: int) -> int:
             refusals.append(refusal)
     reason = (str(refusals[0]).strip().splitlines() or [""])[0]
     raise ValueError(f"the module fails on a ({size}, {size}, 3) and on a ({size}, {size}, 1) "
-                     f"input; on the first: {type(refusals[0]).__name__}: {reason} (are the "
-                     "variables {'params': ...}? does it need apply_kwargs={'train': False}? "
-                     "pass input_channels= and image_size= if they differ)")
+                     f"input; on the first: {type(refusals[0]).__name__}: {reason} ({hint})")
 
 
 def _pick(found: dict, wanted: tuple, hint: str) -> dict:
@@ -287,8 +302,8 @@ def from_linen(module, params, layers: Sequence[str], *, name: str | None = None
     return Model(name=name or type(module).__name__, apply=apply, params=params,
                  layers=tuple(layers), preprocess=preprocess, image_size=image_size,
                  class_names=class_names, pre_activations=pre_activations,
-                 input_channels=input_channels or _input_channels(apply, params, exposed,
-                                                                  preprocess, image_size))
+                 input_channels=input_channels or _input_channels(
+                     apply, params, exposed, preprocess, image_size, _LINEN_HINT))
 
 
 def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
@@ -334,6 +349,6 @@ def from_nnx(module, layers: Sequence[str], *, name: str | None = None,
     return Model(name=name or type(module).__name__, apply=apply, params=params,
                  layers=tuple(layers), preprocess=preprocess, image_size=image_size,
                  class_names=class_names, pre_activations=pre_activations,
-                 input_channels=input_channels or _input_channels(apply, params, exposed,
-                                                                  preprocess, image_size))
+                 input_channels=input_channels or _input_channels(
+                     apply, params, exposed, preprocess, image_size, _NNX_HINT))
 
