@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -311,6 +312,59 @@ def _variable_keys(variables) -> dict[int, str]:
     return keys
 
 
+def _preprocessing(model_name: str, preprocess, channels: int) -> Callable:
+    """The network's preprocessing: ``preprocess`` itself if callable, else its mode's
+    (``"auto"``: the mode of the ``keras.applications`` network named ``model_name``)."""
+    if callable(preprocess):
+        return preprocess
+    mode = (application_mode(model_name) or "none") if preprocess == "auto" else preprocess
+    if mode not in PREPROCESS:
+        raise ValueError(f"unknown preprocess mode {preprocess!r}; use a callable, 'auto' "
+                         f"or one of {', '.join(PREPROCESS)}")
+    if channels == 1 and mode in ("caffe", "torch"):
+        raise ValueError(f"preprocess mode {mode!r} normalizes three RGB channels; this network "
+                         "takes grey images: use 'tf', 'raw', 'none' or a callable")
+    return PREPROCESS[mode]
+
+
+def _fixed_size(image_input) -> tuple[int, int] | None:
+    """(height, width) when the input's size is fixed, else None."""
+    height, width = image_input.shape[1:3]
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
+def _resized(prepare: Callable, size: tuple[int, int]) -> Callable:
+    """``prepare`` for a network with a fixed input size: images of another size are first
+    resized to it (bilinear), as whatever featviz shows the network (a render's padded
+    canvas, a photo) may differ."""
+    def fit(x):
+        if tuple(x.shape[1:3]) != size:
+            x = jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "bilinear")
+        return prepare(x)
+    return fit
+
+
+def _image_input(keras, model) -> list:
+    """The model's one image input, ``[tensor]``, (N, H, W, 3) or grey (N, H, W, 1); else an
+    error saying what featviz adapts."""
+    if not isinstance(model, keras.Model):
+        raise KerasModelError(f"from_keras adapts a Keras model (functional or Sequential), "
+                              f"not a {type(model).__name__}: pass keras.Model(inputs, outputs) "
+                              "or a keras.Sequential([keras.Input(...), ...])")
+    try:
+        inputs = list(model.inputs)
+    except AttributeError:
+        raise KerasModelError(
+            f"Keras model {model.name!r} has no symbolic inputs: adapt a functional model "
+            "(keras.Model(inputs, outputs)) or a Sequential model that starts with "
+            "keras.Input((None, None, 3))") from None
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] not in (1, 3, None):
+        raise KerasModelError(f"Keras model {model.name!r} takes {[tuple(t.shape) for t in inputs]}"
+                              "; featviz feeds it one batch of RGB images, (N, H, W, 3), or of "
+                              "grey ones, (N, H, W, 1)")
+    return inputs
+
+
 def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None = None,
                preprocess: str | Callable = "auto", image_size: int | None = None,
                class_names: Sequence[str] | str | None = "auto") -> Model:
@@ -341,16 +395,7 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
     convolution plus bias, computed from its input).
     """
     keras = _import_keras()
-    try:
-        inputs = list(model.inputs)
-    except AttributeError:
-        raise KerasModelError(
-            f"Keras model {model.name!r} has no symbolic inputs: adapt a functional model "
-            "(keras.Model(inputs, outputs)) or a Sequential model that starts with "
-            "keras.Input((None, None, 3))") from None
-    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] not in (3, None):
-        raise KerasModelError(f"Keras model {model.name!r} takes {[tuple(t.shape) for t in inputs]}"
-                              "; featviz feeds it one batch of RGB images, (N, H, W, 3)")
+    inputs = _image_input(keras, model)
     if keras.config.image_data_format() != "channels_last":
         raise KerasModelError("featviz needs channels_last images: "
                               "keras.config.set_image_data_format('channels_last')")
@@ -429,14 +474,15 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             found[name] = z if bias is None else z + p[keys[id(bias)]]
         return found
 
-    if callable(preprocess):
-        prepare = preprocess
-    else:
-        mode = (application_mode(model.name) or "none") if preprocess == "auto" else preprocess
-        if mode not in PREPROCESS:
-            raise ValueError(f"unknown preprocess mode {preprocess!r}; use a callable, 'auto' "
-                             f"or one of {', '.join(PREPROCESS)}")
-        prepare = PREPROCESS[mode]
+    channels = 1 if inputs[0].shape[-1] == 1 else 3
+    prepare = _preprocessing(model.name, preprocess, channels)
+    fixed = _fixed_size(inputs[0])
+    if fixed:
+        if image_size not in (None, fixed[0]):
+            raise KerasModelError(f"Keras model {model.name!r} takes {fixed[0]} x {fixed[1]} "
+                                  f"images, so its image_size is {fixed[0]}, not {image_size}: "
+                                  "leave image_size out (featviz resizes what it shows it)")
+        prepare = _resized(prepare, fixed)
     if image_size is None:
         image_size = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 224
     if isinstance(class_names, str):
@@ -453,7 +499,7 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             class_names = imagenet_names()
     return Model(name=name or model.name, apply=apply, params=params, layers=exposed,
                  preprocess=prepare, image_size=image_size, class_names=class_names,
-                 pre_activations=pre_names, input_channels=3)
+                 pre_activations=pre_names, input_channels=channels)
 
 
 # --- keras.applications from a weights file ---------------------------------------------------
