@@ -289,3 +289,29 @@ def test_a_grey_network_is_adapted_as_one():
 def test_what_is_not_a_keras_model_is_refused_clearly():
     with pytest.raises(fk.KerasModelError, match="not a str: pass keras.Model"):
         featviz.from_keras("hello")
+
+
+def test_every_convolution_with_a_built_in_relu_knows_its_pre_activation():
+    with fk.numpy_initializers(np.random.default_rng(0)):
+        net = keras.Sequential([
+            keras.Input((None, None, 3)),
+            keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+            keras.layers.SeparableConv2D(4, 3, activation="relu6", name="sep"),
+            keras.layers.Conv2D(4, 3, activation="relu", name="frozen", trainable=False),
+            keras.layers.Conv2DTranspose(3, 3, strides=2, activation="relu", name="up")])
+    model = featviz.from_keras(net, image_size=32)
+    names = ["dw", "sep", "frozen", "up"]
+    assert [model.pre_activation(n) for n in names] == [f"{n}_pre" for n in names]
+    images = _images(2, 32, seed=6)
+    acts = model.activations(images, layers=names + [f"{n}_pre" for n in names])
+    for name in names:
+        layer = net.get_layer(name)
+        linear = keras.Model(net.inputs, layer.output)
+        saved, layer.activation = layer.activation, keras.activations.linear
+        try:  # Keras's own output before the rectifier
+            theirs = linear.predict(images, verbose=0)
+        finally:
+            layer.activation = saved
+        np.testing.assert_allclose(acts[f"{name}_pre"], theirs, rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+        assert (np.asarray(acts[f"{name}_pre"]) < 0).any()

@@ -276,11 +276,24 @@ def _rectifier(keras, layer) -> bool:
     return any(getattr(layer, "activation", None) is f for f in rectifiers)
 
 
+def _linear_twin(layer) -> tuple:
+    """A copy of a convolution without its activation, and the original's variables in the
+    order the copy's ``stateless_call`` takes them."""
+    twin = type(layer).from_config({**layer.get_config(), "activation": "linear",
+                                    "trainable": True})
+    with numpy_initializers():
+        twin.build(layer.input.shape)
+    mine = {v.name: v for v in layer.weights}
+    return twin, [mine[v.name] for v in twin.trainable_variables]
+
+
 def _pre_activations(keras, model, outputs: dict) -> tuple[dict, dict]:
     """Each rectified layer's pre-activation: ``({layer: pre name}, {pre name: (source
-    tensor, kernel, bias, conv layer)})``. A ``ReLU``/``Activation`` layer's is its input
+    tensor, linear twin, its variables)})``. A ``ReLU``/``Activation`` layer's is its input
     layer's output; a convolution with the rectifier built in gets ``<name>_pre``, computed
-    from its input with its kernel and bias (the second dict)."""
+    from its input by the twin (the second dict)."""
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                    keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
     names, derived = {}, {}
     producers = {id(t): n for n, t in outputs.items()}
     for layer in model.layers:
@@ -293,11 +306,8 @@ def _pre_activations(keras, model, outputs: dict) -> tuple[dict, dict]:
         if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
             if id(source) in producers:
                 names[layer.name] = producers[id(source)]
-        elif isinstance(layer, keras.layers.Conv2D) and type(layer).__name__ in (
-                "Conv2D", "DepthwiseConv2D"):
-            weights = {v.name: v for v in layer.weights}
-            derived[f"{layer.name}_pre"] = (source, weights["kernel"], weights.get("bias"),
-                                            layer)
+        elif type(layer) in convolutions and layer.quantization_mode is None:
+            derived[f"{layer.name}_pre"] = (source, *_linear_twin(layer))
             names[layer.name] = f"{layer.name}_pre"
     return names, derived
 
@@ -391,8 +401,9 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
 
     Rectified layers know their pre-activation (``Model.pre_activations``), which objectives
     on them optimize by default: a ``ReLU``/``Activation("relu")`` layer's input layer, or for
-    a ``Conv2D``/``DepthwiseConv2D`` with ``activation="relu"`` built in, ``<name>_pre`` (its
-    convolution plus bias, computed from its input).
+    a convolution (``Conv2D``, ``DepthwiseConv2D``, ``SeparableConv2D``, ``Conv2DTranspose``)
+    with ``activation="relu"`` built in, ``<name>_pre`` (its convolution plus bias, computed
+    from its input).
     """
     keras = _import_keras()
     inputs = _image_input(keras, model)
@@ -469,9 +480,9 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             z = found[logits_name] @ p[keys[id(kernel)]]
             found[logits_name] = z if bias is None else z + p[keys[id(bias)]]
         for name in set(found) & set(derived):  # a conv's output before its rectifier
-            _, kernel, bias, conv = derived[name]
-            z = conv.convolution_op(found[name], p[keys[id(kernel)]])
-            found[name] = z if bias is None else z + p[keys[id(bias)]]
+            _, twin, variables = derived[name]
+            found[name], _ = twin.stateless_call([p[keys[id(v)]] for v in variables], [],
+                                                 found[name])
         return found
 
     channels = 1 if inputs[0].shape[-1] == 1 else 3
