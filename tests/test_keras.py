@@ -315,3 +315,18 @@ def test_every_convolution_with_a_built_in_relu_knows_its_pre_activation():
         np.testing.assert_allclose(acts[f"{name}_pre"], theirs, rtol=1e-5, atol=1e-5,
                                    err_msg=name)
         assert (np.asarray(acts[f"{name}_pre"]) < 0).any()
+
+
+def test_a_weights_file_of_another_network_says_so_in_one_line(tmp_path):
+    with fk.numpy_initializers(np.random.default_rng(0)):
+        other = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(fk.KerasWeightsError) as err:
+        fk.keras_application("VGG16", weights=str(path), input_size=32)
+    message = str(err.value)
+    assert "\n" not in message and "does not fit keras.applications.VGG16 at 32 px" in message
+    assert "not this architecture's" in message and "layers could not be loaded" in message
+    assert "'block1_conv1': The shape of the target variable" in message
+    assert message.endswith("value.shape=(3, 3, 3, 4).")  # not the variable's values

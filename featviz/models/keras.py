@@ -535,6 +535,28 @@ def _saved_layer_names(path) -> set[str] | None:
         return None
 
 
+_LOAD_FAILURE = re.compile(r"A total of (\d+) objects could not be loaded\. Example error "
+                           r"message for object <\w+ name=([^,>]+).*?>:\s*(.*)")
+
+
+def _load_failure(err: Exception) -> str:
+    """Keras's complaint about a weights file in one line: how many layers did not load and
+    why the first did not (Keras's message spans lines and lists every layer)."""
+    text = str(err).strip() or type(err).__name__
+    found = _LOAD_FAILURE.match(text)
+    if not found:
+        return _first_sentence(text)
+    count, layer, why = found.groups()
+    return (f"its weights are not this architecture's: {count} layers could not be loaded; "
+            f"the first, {layer!r}: {_first_sentence(why)}")
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, cut before Keras's dump of a variable's values."""
+    line = text.strip().splitlines()[0].split(" Target variable:")[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def keras_application(name: str, weights: str | None = None,
                       input_size: int | None = None) -> Model:
     """``keras.applications.<name>`` (e.g. ``"VGG16"``, ``"ResNet50"``, ``"EfficientNetB0"``;
@@ -582,9 +604,10 @@ def keras_application(name: str, weights: str | None = None,
                 warnings.simplefilter("ignore" if len(tops) > 1 else "default")
                 net.load_weights(str(weights))
         except (ValueError, KeyError, OSError) as err:
-            problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+            problem = _load_failure(err)
             continue
         return from_keras(net, name=f"keras:{name}", preprocess=PREPROCESS[app.mode],
                           image_size=size)
     raise KerasWeightsError(f"{weights} does not fit keras.applications.{name}"
-                            f"{f' at {size} px' if input_size else ''}: {problem}")
+                            f"{f' at {size} px' if input_size else ''} (give a weights file of "
+                            f"{name} itself): {problem}")
