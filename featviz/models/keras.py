@@ -392,6 +392,9 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
     ``"auto"``: the mode of the ``keras.applications`` network the model's name is (with that
     network's defaults, e.g. ``include_preprocessing=True``), else ``"none"``.
     ``image_size``: the size the network was trained for (default: its input's, else 224).
+    A network with a fixed input height and width (a ``Flatten`` head) is shown every image
+    at that size, resized (bilinear) as the first step of its preprocessing; a network with
+    one input channel is a grey one (``input_channels=1``).
     ``class_names``: ``"auto"`` gives ImageNet's names to a model with a 1000-way output.
 
     The weights are copied when the model is adapted (training the Keras model later does not
