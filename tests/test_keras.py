@@ -246,3 +246,87 @@ def test_rectified_layers_know_their_pre_activation(request, which, layer, pre):
     acts = model.activations(_images(2, 32, seed=5), layers=[layer, pre])
     np.testing.assert_allclose(np.maximum(np.asarray(acts[pre]), 0), acts[layer], atol=1e-5)
     assert (np.asarray(acts[pre]) < 0).any()  # what the rectifier hid from the gradient
+
+
+def _flatten_head():
+    """A small network with a fixed input size and a Flatten -> Dense softmax head."""
+    with fk.numpy_initializers(np.random.default_rng(0)):
+        return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+                                 keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                                 keras.layers.Dense(10, activation="softmax")], name="fixed")
+
+
+def test_a_fixed_input_size_renders_and_explains_past_the_flatten():
+    model = featviz.from_keras(_flatten_head())
+    assert model.image_size == 32 and model.layer_shape("logits", 48) == (10,)
+    out = featviz.render(model, [obj.class_logit(1)], size=32, steps=8)
+    assert np.isfinite(out.images).all() and out.trace[0, -1] > out.trace[0, 0]
+    images = _images(1, 48)
+    heat, sal = attr.gradcam(model, images), attr.saliency(model, images, class_idx=1)
+    assert heat.shape == sal.shape == (1, 48, 48) and sal.max() > 0
+    shrunk = jax.image.resize(images, (1, 32, 32, 3), "bilinear")
+    np.testing.assert_allclose(model.activations(images)["logits"],
+                               model.activations(shrunk)["logits"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(fk.KerasModelError, match="takes 32 x 32 images"):
+        featviz.from_keras(_flatten_head(), image_size=64)
+
+
+def test_a_grey_network_is_adapted_as_one():
+    with fk.numpy_initializers(np.random.default_rng(0)):
+        net = keras.Sequential([keras.Input((None, None, 1)),
+                                keras.layers.Conv2D(4, 3, activation="relu", name="conv")])
+    model = featviz.from_keras(net, image_size=32)
+    assert model.input_channels == 1
+    rgb = _images(1, 32)
+    grey = np.asarray(model.as_input(rgb))
+    np.testing.assert_allclose(model.activations(rgb)["conv"],
+                               net.predict(grey, verbose=0), rtol=1e-5, atol=1e-5)
+    assert featviz.render(model, [obj.channel("conv", 0)], size=32, steps=2).images.shape[-1] == 1
+    with pytest.raises(ValueError, match="grey images: use 'tf'"):
+        featviz.from_keras(net, preprocess="caffe")
+
+
+def test_what_is_not_a_keras_model_is_refused_clearly():
+    with pytest.raises(fk.KerasModelError, match="not a str: pass keras.Model"):
+        featviz.from_keras("hello")
+
+
+def test_every_convolution_with_a_built_in_relu_knows_its_pre_activation():
+    with fk.numpy_initializers(np.random.default_rng(0)):
+        net = keras.Sequential([
+            keras.Input((None, None, 3)),
+            keras.layers.DepthwiseConv2D(3, activation="relu", name="dw"),
+            keras.layers.SeparableConv2D(4, 3, activation="relu6", name="sep"),
+            keras.layers.Conv2D(4, 3, activation="relu", name="frozen", trainable=False),
+            keras.layers.Conv2DTranspose(3, 3, strides=2, activation="relu", name="up")])
+    model = featviz.from_keras(net, image_size=32)
+    names = ["dw", "sep", "frozen", "up"]
+    assert [model.pre_activation(n) for n in names] == [f"{n}_pre" for n in names]
+    images = _images(2, 32, seed=6)
+    acts = model.activations(images, layers=names + [f"{n}_pre" for n in names])
+    for name in names:
+        layer = net.get_layer(name)
+        linear = keras.Model(net.inputs, layer.output)
+        saved, layer.activation = layer.activation, keras.activations.linear
+        try:  # Keras's own output before the rectifier
+            theirs = linear.predict(images, verbose=0)
+        finally:
+            layer.activation = saved
+        np.testing.assert_allclose(acts[f"{name}_pre"], theirs, rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+        assert (np.asarray(acts[f"{name}_pre"]) < 0).any()
+
+
+def test_a_weights_file_of_another_network_says_so_in_one_line(tmp_path):
+    with fk.numpy_initializers(np.random.default_rng(0)):
+        other = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(fk.KerasWeightsError) as err:
+        fk.keras_application("VGG16", weights=str(path), input_size=32)
+    message = str(err.value)
+    assert "\n" not in message and "does not fit keras.applications.VGG16 at 32 px" in message
+    assert "not this architecture's" in message and "layers could not be loaded" in message
+    assert "'block1_conv1': The shape of the target variable" in message
+    assert message.endswith("value.shape=(3, 3, 3, 4).")  # not the variable's values

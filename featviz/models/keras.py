@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -275,11 +276,24 @@ def _rectifier(keras, layer) -> bool:
     return any(getattr(layer, "activation", None) is f for f in rectifiers)
 
 
+def _linear_twin(layer) -> tuple:
+    """A copy of a convolution without its activation, and the original's variables in the
+    order the copy's ``stateless_call`` takes them."""
+    twin = type(layer).from_config({**layer.get_config(), "activation": "linear",
+                                    "trainable": True})
+    with numpy_initializers():
+        twin.build(layer.input.shape)
+    mine = {v.name: v for v in layer.weights}
+    return twin, [mine[v.name] for v in twin.trainable_variables]
+
+
 def _pre_activations(keras, model, outputs: dict) -> tuple[dict, dict]:
     """Each rectified layer's pre-activation: ``({layer: pre name}, {pre name: (source
-    tensor, kernel, bias, conv layer)})``. A ``ReLU``/``Activation`` layer's is its input
+    tensor, linear twin, its variables)})``. A ``ReLU``/``Activation`` layer's is its input
     layer's output; a convolution with the rectifier built in gets ``<name>_pre``, computed
-    from its input with its kernel and bias (the second dict)."""
+    from its input by the twin (the second dict)."""
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                    keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
     names, derived = {}, {}
     producers = {id(t): n for n, t in outputs.items()}
     for layer in model.layers:
@@ -292,11 +306,8 @@ def _pre_activations(keras, model, outputs: dict) -> tuple[dict, dict]:
         if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
             if id(source) in producers:
                 names[layer.name] = producers[id(source)]
-        elif isinstance(layer, keras.layers.Conv2D) and type(layer).__name__ in (
-                "Conv2D", "DepthwiseConv2D"):
-            weights = {v.name: v for v in layer.weights}
-            derived[f"{layer.name}_pre"] = (source, weights["kernel"], weights.get("bias"),
-                                            layer)
+        elif type(layer) in convolutions and layer.quantization_mode is None:
+            derived[f"{layer.name}_pre"] = (source, *_linear_twin(layer))
             names[layer.name] = f"{layer.name}_pre"
     return names, derived
 
@@ -309,6 +320,59 @@ def _variable_keys(variables) -> dict[int, str]:
         seen.add(key)
         keys[id(v)] = key
     return keys
+
+
+def _preprocessing(model_name: str, preprocess, channels: int) -> Callable:
+    """The network's preprocessing: ``preprocess`` itself if callable, else its mode's
+    (``"auto"``: the mode of the ``keras.applications`` network named ``model_name``)."""
+    if callable(preprocess):
+        return preprocess
+    mode = (application_mode(model_name) or "none") if preprocess == "auto" else preprocess
+    if mode not in PREPROCESS:
+        raise ValueError(f"unknown preprocess mode {preprocess!r}; use a callable, 'auto' "
+                         f"or one of {', '.join(PREPROCESS)}")
+    if channels == 1 and mode in ("caffe", "torch"):
+        raise ValueError(f"preprocess mode {mode!r} normalizes three RGB channels; this network "
+                         "takes grey images: use 'tf', 'raw', 'none' or a callable")
+    return PREPROCESS[mode]
+
+
+def _fixed_size(image_input) -> tuple[int, int] | None:
+    """(height, width) when the input's size is fixed, else None."""
+    height, width = image_input.shape[1:3]
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
+def _resized(prepare: Callable, size: tuple[int, int]) -> Callable:
+    """``prepare`` for a network with a fixed input size: images of another size are first
+    resized to it (bilinear), as whatever featviz shows the network (a render's padded
+    canvas, a photo) may differ."""
+    def fit(x):
+        if tuple(x.shape[1:3]) != size:
+            x = jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "bilinear")
+        return prepare(x)
+    return fit
+
+
+def _image_input(keras, model) -> list:
+    """The model's one image input, ``[tensor]``, (N, H, W, 3) or grey (N, H, W, 1); else an
+    error saying what featviz adapts."""
+    if not isinstance(model, keras.Model):
+        raise KerasModelError(f"from_keras adapts a Keras model (functional or Sequential), "
+                              f"not a {type(model).__name__}: pass keras.Model(inputs, outputs) "
+                              "or a keras.Sequential([keras.Input(...), ...])")
+    try:
+        inputs = list(model.inputs)
+    except AttributeError:
+        raise KerasModelError(
+            f"Keras model {model.name!r} has no symbolic inputs: adapt a functional model "
+            "(keras.Model(inputs, outputs)) or a Sequential model that starts with "
+            "keras.Input((None, None, 3))") from None
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] not in (1, 3, None):
+        raise KerasModelError(f"Keras model {model.name!r} takes {[tuple(t.shape) for t in inputs]}"
+                              "; featviz feeds it one batch of RGB images, (N, H, W, 3), or of "
+                              "grey ones, (N, H, W, 1)")
+    return inputs
 
 
 def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None = None,
@@ -328,6 +392,9 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
     ``"auto"``: the mode of the ``keras.applications`` network the model's name is (with that
     network's defaults, e.g. ``include_preprocessing=True``), else ``"none"``.
     ``image_size``: the size the network was trained for (default: its input's, else 224).
+    A network with a fixed input height and width (a ``Flatten`` head) is shown every image
+    at that size, resized (bilinear) as the first step of its preprocessing; a network with
+    one input channel is a grey one (``input_channels=1``).
     ``class_names``: ``"auto"`` gives ImageNet's names to a model with a 1000-way output.
 
     The weights are copied when the model is adapted (training the Keras model later does not
@@ -337,20 +404,12 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
 
     Rectified layers know their pre-activation (``Model.pre_activations``), which objectives
     on them optimize by default: a ``ReLU``/``Activation("relu")`` layer's input layer, or for
-    a ``Conv2D``/``DepthwiseConv2D`` with ``activation="relu"`` built in, ``<name>_pre`` (its
-    convolution plus bias, computed from its input).
+    a convolution (``Conv2D``, ``DepthwiseConv2D``, ``SeparableConv2D``, ``Conv2DTranspose``)
+    with ``activation="relu"`` built in, ``<name>_pre`` (its convolution plus bias, computed
+    from its input).
     """
     keras = _import_keras()
-    try:
-        inputs = list(model.inputs)
-    except AttributeError:
-        raise KerasModelError(
-            f"Keras model {model.name!r} has no symbolic inputs: adapt a functional model "
-            "(keras.Model(inputs, outputs)) or a Sequential model that starts with "
-            "keras.Input((None, None, 3))") from None
-    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] not in (3, None):
-        raise KerasModelError(f"Keras model {model.name!r} takes {[tuple(t.shape) for t in inputs]}"
-                              "; featviz feeds it one batch of RGB images, (N, H, W, 3)")
+    inputs = _image_input(keras, model)
     if keras.config.image_data_format() != "channels_last":
         raise KerasModelError("featviz needs channels_last images: "
                               "keras.config.set_image_data_format('channels_last')")
@@ -424,19 +483,20 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             z = found[logits_name] @ p[keys[id(kernel)]]
             found[logits_name] = z if bias is None else z + p[keys[id(bias)]]
         for name in set(found) & set(derived):  # a conv's output before its rectifier
-            _, kernel, bias, conv = derived[name]
-            z = conv.convolution_op(found[name], p[keys[id(kernel)]])
-            found[name] = z if bias is None else z + p[keys[id(bias)]]
+            _, twin, variables = derived[name]
+            found[name], _ = twin.stateless_call([p[keys[id(v)]] for v in variables], [],
+                                                 found[name])
         return found
 
-    if callable(preprocess):
-        prepare = preprocess
-    else:
-        mode = (application_mode(model.name) or "none") if preprocess == "auto" else preprocess
-        if mode not in PREPROCESS:
-            raise ValueError(f"unknown preprocess mode {preprocess!r}; use a callable, 'auto' "
-                             f"or one of {', '.join(PREPROCESS)}")
-        prepare = PREPROCESS[mode]
+    channels = 1 if inputs[0].shape[-1] == 1 else 3
+    prepare = _preprocessing(model.name, preprocess, channels)
+    fixed = _fixed_size(inputs[0])
+    if fixed:
+        if image_size not in (None, fixed[0]):
+            raise KerasModelError(f"Keras model {model.name!r} takes {fixed[0]} x {fixed[1]} "
+                                  f"images, so its image_size is {fixed[0]}, not {image_size}: "
+                                  "leave image_size out (featviz resizes what it shows it)")
+        prepare = _resized(prepare, fixed)
     if image_size is None:
         image_size = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 224
     if isinstance(class_names, str):
@@ -453,7 +513,7 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
             class_names = imagenet_names()
     return Model(name=name or model.name, apply=apply, params=params, layers=exposed,
                  preprocess=prepare, image_size=image_size, class_names=class_names,
-                 pre_activations=pre_names, input_channels=3)
+                 pre_activations=pre_names, input_channels=channels)
 
 
 # --- keras.applications from a weights file ---------------------------------------------------
@@ -476,6 +536,28 @@ def _saved_layer_names(path) -> set[str] | None:
             return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
     except (ImportError, OSError, KeyError):
         return None
+
+
+_LOAD_FAILURE = re.compile(r"A total of (\d+) objects could not be loaded\. Example error "
+                           r"message for object <\w+ name=([^,>]+).*?>:\s*(.*)")
+
+
+def _load_failure(err: Exception) -> str:
+    """Keras's complaint about a weights file in one line: how many layers did not load and
+    why the first did not (Keras's message spans lines and lists every layer)."""
+    text = str(err).strip() or type(err).__name__
+    found = _LOAD_FAILURE.match(text)
+    if not found:
+        return _first_sentence(text)
+    count, layer, why = found.groups()
+    return (f"its weights are not this architecture's: {count} layers could not be loaded; "
+            f"the first, {layer!r}: {_first_sentence(why)}")
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, cut before Keras's dump of a variable's values."""
+    line = text.strip().splitlines()[0].split(" Target variable:")[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def keras_application(name: str, weights: str | None = None,
@@ -525,9 +607,10 @@ def keras_application(name: str, weights: str | None = None,
                 warnings.simplefilter("ignore" if len(tops) > 1 else "default")
                 net.load_weights(str(weights))
         except (ValueError, KeyError, OSError) as err:
-            problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+            problem = _load_failure(err)
             continue
         return from_keras(net, name=f"keras:{name}", preprocess=PREPROCESS[app.mode],
                           image_size=size)
     raise KerasWeightsError(f"{weights} does not fit keras.applications.{name}"
-                            f"{f' at {size} px' if input_size else ''}: {problem}")
+                            f"{f' at {size} px' if input_size else ''} (give a weights file of "
+                            f"{name} itself): {problem}")
