@@ -27,6 +27,7 @@ from jax.extend.core import jaxprs_in_params
 
 from . import __version__, distributed
 from . import objectives as obj
+from .draws import abstract_keys
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
 from .param import PARAMETERIZATIONS
@@ -106,7 +107,7 @@ def image_bytes(renderer: Renderer, layer: str) -> int:
     program; nothing is compiled (on the CPU it came out 1.1-1.5x the compiled programs'
     footprint for stem, blocks_8 and head)."""
     size = renderer.size
-    canvas = jax.eval_shape(renderer.settings.transform, jax.random.key(0),
+    canvas = jax.eval_shape(renderer.settings.transform, abstract_keys(),
                             jax.ShapeDtypeStruct((size, size, renderer.model.input_channels),
                                                  np.float32)).shape
     x = jax.ShapeDtypeStruct((1,) + tuple(canvas), renderer.compute_dtype)

@@ -47,6 +47,12 @@ def derive_key(key, i) -> jax.Array:
     return jax.random.wrap_key_data(_mix(data ^ salt), impl=jax.random.key_impl(key))
 
 
+def abstract_keys(shape: tuple = ()) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of PRNG keys, for ``jax.eval_shape``: no key is made (making one
+    runs a threefry program)."""
+    return jax.ShapeDtypeStruct(shape, jax.eval_shape(lambda: jax.random.key(0)).dtype)
+
+
 def seeded_keys(seed: int, indices) -> jax.Array:
     """One key per index from ``seed`` (the key of index ``i`` depends only on the seed and
     ``i``), hashed on the host: no program to compile."""

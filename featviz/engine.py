@@ -42,7 +42,7 @@ from . import cache, programs, rectifier_rules
 from . import objectives as objectives_lib
 from .models.base import Model
 from .param import Parameterization, image
-from .draws import derive_key, seeded_keys
+from .draws import abstract_keys, derive_key, seeded_keys
 from .transforms import Transform, compose, standard_transforms
 
 SEGMENT = 32  # steps per call of the compiled program
@@ -359,7 +359,7 @@ class Renderer:
 
     def _state_shapes(self, n: int):
         """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""
-        keys = jax.ShapeDtypeStruct((n,), jax.eval_shape(lambda: jax.random.key(0)).dtype)
+        keys = abstract_keys((n,))
         return jax.eval_shape(self._initial_state, keys)
 
     def _rate_is_data(self) -> bool:
@@ -471,7 +471,7 @@ class ChunkTooLargeError(ValueError):
 def _check_image_shape(param: Parameterization, shape: tuple) -> None:
     """Refuse a parameterization whose images are not ``shape`` (say, ``param.maco(32)`` given
     to a renderer of another size), which would fail later deep inside the program."""
-    made = jax.eval_shape(param.to_image, jax.eval_shape(param.init, jax.random.key(0))).shape
+    made = jax.eval_shape(param.to_image, jax.eval_shape(param.init, abstract_keys())).shape
     if tuple(made) != tuple(shape):
         raise ValueError(f"the parameterization makes images of shape {tuple(made)} but this "
                          f"renderer needs {tuple(shape)}: build it for size={shape[0]}, or "
@@ -483,7 +483,7 @@ def _check_transforms(transforms: Sequence[Transform], shape: tuple) -> None:
     ``transforms.pad(12)`` was meant)."""
     for t in transforms:
         try:
-            jax.eval_shape(t, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+            jax.eval_shape(t, abstract_keys(), jax.ShapeDtypeStruct(shape, jnp.float32))
         except Exception as err:  # noqa: BLE001 - whatever the callable raises
             raise ValueError(f"{getattr(t, '__qualname__', t)!s} is not a transform "
                              "(key, image) -> image; build one, e.g. transforms.pad(12) or "
