@@ -31,7 +31,8 @@ from .draws import abstract_keys
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
 from .param import PARAMETERIZATIONS
-from .engine import ChunkTooLargeError, Renderer, channel_keys, free_memory_bytes
+from .engine import (DEFAULT_LR_RAMP, ChunkTooLargeError, Renderer, channel_keys,
+                     free_memory_bytes)
 
 
 class ChannelRangeError(ValueError):
@@ -175,7 +176,8 @@ def _load_records(out_dir: Path, layer: str, settings: dict) -> dict:
 def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, *,
                     steps: int = 512, size: int = 128, seed: int = 0,
                     chunk_size: int | None = None,
-                    lr: float = 0.05, devices=None, precision: str = "float32",
+                    lr: float = 0.05, lr_ramp: tuple[float, float] = DEFAULT_LR_RAMP,
+                    devices=None, precision: str = "float32",
                     activation: str = "pre", param: str = "fourier",
                     progress: bool = True) -> LayerRender:
     """Render ``channels`` of ``layer`` into ``out_dir/<layer>_<c>.png`` plus ``results.json``
@@ -204,11 +206,12 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     if param not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {param!r}; use one of "
                          f"{', '.join(PARAMETERIZATIONS)}")
-    renderer = Renderer(model, size=size, steps=steps, lr=lr, devices=devices,
+    renderer = Renderer(model, size=size, steps=steps, lr=lr, lr_ramp=lr_ramp, devices=devices,
                         compute_dtype=precision, activation=activation,
                         param=None if param == "fourier" else PARAMETERIZATIONS[param](size))
     optimized = renderer.optimized_layers([layer])[layer]
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr,
+                "lr_ramp": list(renderer.lr_ramp),
                 "precision": precision, "redirect_steps": renderer.redirect_steps,
                 "optimized_layer": optimized, "param": param, "featviz": __version__}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))

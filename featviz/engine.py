@@ -46,6 +46,8 @@ from .draws import abstract_keys, derive_key, seeded_keys
 from .transforms import Transform, compose, standard_transforms
 
 SEGMENT = 32  # steps per call of the compiled program
+# the learning rate at the first and the last step, as multiples of ``lr``
+DEFAULT_LR_RAMP = (1.6, 0.7)
 _BACKGROUND = ThreadPoolExecutor(max_workers=1)  # compiles the final evaluation meanwhile
 
 # Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
@@ -111,6 +113,16 @@ def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformati
     return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
 
 
+def ramped_rate(first, last, step, steps):
+    """The learning rate at ``step`` (0-based) of a render of ``steps`` steps: it falls
+    linearly from ``first`` to ``last``.
+
+    >>> [float(ramped_rate(4.0, 1.0, i, 4)) for i in range(4)]
+    [4.0, 3.0, 2.0, 1.0]
+    """
+    return first + (last - first) * step / jnp.maximum(steps - 1, 1)
+
+
 def _has_learning_rate(state) -> bool:
     return isinstance(getattr(state, "hyperparams", None), dict) and \
         "learning_rate" in state.hyperparams
@@ -146,7 +158,10 @@ class Renderer:
     size, then reuses the program for any channels, seeds, step counts and learning rates.
 
     Defaults are Lucid's: 128 px, 512 steps, Adam(0.05), Fourier + decorrelated colour +
-    sigmoid, pad/jitter/scale/rotate/jitter. With ``devices`` (e.g. ``jax.devices()``), each
+    sigmoid, pad/jitter/scale/rotate/jitter, except that Adam's rate is ramped: it falls
+    linearly from ``lr_ramp[0] * lr`` at the first step to ``lr_ramp[1] * lr`` at the last
+    (``lr_ramp=(1, 1)`` keeps Lucid's constant rate). The ramp's default, (1.6, 0.7), gives
+    images of more contrast that drive their objective as hard (benchmarks/RESULTS.md). With ``devices`` (e.g. ``jax.devices()``), each
     batch is sharded over a 1-D mesh of those devices. ``compute_dtype=jnp.bfloat16`` runs the
     network in bfloat16 (weights and activations) while the image parameters, optimizer and
     objectives stay float32. During the first ``redirect_steps`` steps, a rectifier whose
@@ -158,9 +173,10 @@ class Renderer:
     optimizes the values before the rectifier, whose gradient a saturated unit does not stop;
     ``"post"`` optimizes the layer's own values. Results hold the objective on both.
 
-    ``steps``, ``lr`` and ``redirect_steps`` are defaults that each call may override. A custom
-    ``optimizer`` is used as given; its learning rate can vary per call when it is wrapped in
-    ``optax.inject_hyperparams`` (as the default Adam is).
+    ``steps``, ``lr``, ``lr_ramp`` and ``redirect_steps`` are defaults that each call may
+    override. A custom ``optimizer`` is used as given; when it is wrapped in
+    ``optax.inject_hyperparams`` (as the default Adam is), its learning rate is set, and
+    ramped, per call.
 
     A parameterization may name the transforms it is meant for (``param.maco`` does); they
     replace the standard ones unless ``transforms`` is given. With ``transparency=True`` the
@@ -170,6 +186,7 @@ class Renderer:
     """
 
     def __init__(self, model: Model, *, size: int = 128, steps: int = 512, lr: float | None = None,
+                 lr_ramp: tuple[float, float] = DEFAULT_LR_RAMP,
                  param: Parameterization | None = None,
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
@@ -182,6 +199,7 @@ class Renderer:
             raise ValueError(f"size must be a whole number of pixels, at least 1, not {size!r}")
         self.model = model
         self.steps, self.lr, self.redirect_steps = steps, 0.05 if lr is None else lr, redirect_steps
+        self.lr_ramp = _checked_ramp(lr_ramp)
         # all of the program's code is featviz's defaults: it may go to the program store
         self._code_is_known = (all(v is None for v in (param, transforms, optimizer,
                                                        batch_objective))
@@ -281,17 +299,19 @@ class Renderer:
             state += (jnp.zeros((init_keys.shape[0], self.size, self.size), jnp.float32),)
         return state
 
-    def _segment(self, model_params, objectives, keys, state, start, stop, lr, redirect_until):
-        """Steps ``start`` to ``stop`` (at most ``SEGMENT``) from ``state`` (from the keys'
-        initial images when ``start`` is 0); returns the new state, the objective per step,
-        and the images."""
+    def _segment(self, model_params, objectives, keys, state, start, stop, steps, lr_first,
+                 lr_last, redirect_until):
+        """Steps ``start`` to ``stop`` (at most ``SEGMENT``) of ``steps`` from ``state`` (from
+        the keys' initial images when ``start`` is 0), the learning rate ramped from
+        ``lr_first`` to ``lr_last`` over the ``steps``; returns the new state, the objective per
+        step, and the images."""
         self.traces += 1
         settings = self.settings
         init_keys = jax.vmap(lambda k: derive_key(k, 0))(keys)
         step_keys = jax.vmap(lambda k: derive_key(k, 1))(keys)
         state = jax.tree_util.tree_map(lambda fresh, s: jnp.where(start == 0, fresh, s),
                                        self._initial_state(init_keys), state)
-        params, opt_state = state[0], _with_learning_rate(state[1], lr)
+        params, opt_state = state[0], state[1]
 
         def loss_of_images(images, keys_now, redirect):
             transformed = jax.vmap(settings.transform)(keys_now, images)
@@ -317,6 +337,7 @@ class Renderer:
             else:
                 grads, values = jax.grad(loss, has_aux=True)(p, keys_now, i < redirect_until)
                 extra = ()
+            opt = _with_learning_rate(opt, ramped_rate(lr_first, lr_last, i, steps))
             updates, opt = jax.vmap(settings.optimizer.update)(grads, opt, p)
             trace = jax.lax.dynamic_update_slice(trace, values[:, None], (0, i - start))
             return (optax.apply_updates(p, updates), opt, trace) + extra
@@ -327,11 +348,12 @@ class Renderer:
         return (params, opt_state, *extra), trace, jax.vmap(settings.param.to_image)(params)
 
     def __call__(self, objectives, keys, *, steps: int | None = None, lr: float | None = None,
-                 redirect_steps: int | None = None,
+                 lr_ramp: tuple[float, float] | None = None, redirect_steps: int | None = None,
                  on_segment: Callable[[int], None] | None = None) -> RenderResult:
         """Render a list of objectives (or an already stacked batch), one key per image.
 
-        ``steps``, ``lr`` and ``redirect_steps`` override the renderer's defaults for this call
+        ``steps``, ``lr``, ``lr_ramp`` and ``redirect_steps`` override the renderer's defaults
+        for this call
         (none of them recompiles); ``on_segment(steps)`` is called after each segment with the
         number of steps it ran.
         A list may mix forms (say channels and a class logit): they share one batch and one
@@ -339,6 +361,7 @@ class Renderer:
         """
         run = dict(steps=self.steps if steps is None else steps,
                    lr=self.lr if lr is None else lr,
+                   lr_ramp=self.lr_ramp if lr_ramp is None else _checked_ramp(lr_ramp),
                    redirect_steps=self.redirect_steps if redirect_steps is None else redirect_steps,
                    on_segment=on_segment)
         if run["steps"] < 1:
@@ -346,9 +369,9 @@ class Renderer:
         if not (np.isfinite(run["lr"]) and run["lr"] > 0):
             raise ValueError(f"lr must be a positive number, not {run['lr']!r}")
 
-        if lr is not None and not self._rate_is_data():
+        if (lr is not None or lr_ramp is not None) and not self._rate_is_data():
             raise ValueError("this renderer's optimizer has its own learning rate; wrap it in "
-                             "optax.inject_hyperparams to vary it per call")
+                             "optax.inject_hyperparams to vary it (or ramp it) per call")
         if isinstance(objectives, (list, tuple)):
             if len(objectives) != len(keys) or not objectives:
                 raise ValueError(f"{len(objectives)} objectives and {len(keys)} keys: pass at "
@@ -371,7 +394,7 @@ class Renderer:
             return tree
         return jax.device_put(tree, NamedSharding(self.mesh, P("batch") if sharded else P()))
 
-    def _render_stacked(self, objectives, keys, *, steps, lr, redirect_steps,
+    def _render_stacked(self, objectives, keys, *, steps, lr, lr_ramp, redirect_steps,
                         on_segment) -> RenderResult:
         objectives_lib.check_indices(objectives, lambda layer: self.model.layer_shape(layer,
                                                                                      self.size))
@@ -383,7 +406,9 @@ class Renderer:
         objectives, keys = self._placed((objectives, keys), sharded=True)
         state = self._placed(jax.tree_util.tree_map(
             lambda s: np.zeros(s.shape, s.dtype), self._state_shapes(keys.shape[0])), sharded=True)
-        scalars = self._placed((np.float32(lr), np.int32(redirect_steps)), sharded=False)
+        scalars = self._placed((np.int32(steps), np.float32(lr * lr_ramp[0]),
+                                np.float32(lr * lr_ramp[1]), np.int32(redirect_steps)),
+                               sharded=False)
         # the final images' forward program compiles (or loads) meanwhile: XLA compiles each
         # program on one core
         final_ready = _BACKGROUND.submit(self.final_values, unpadded,
@@ -447,7 +472,7 @@ class Renderer:
             store_key = self._store_key(objectives, keys)
             compiled = programs.load(store_key) if store_key else None
             if compiled is None:
-                scalars = self._placed((np.int32(0), np.int32(0), np.float32(0), np.int32(0)),
+                scalars = self._placed((np.int32(0),) * 3 + (np.float32(0),) * 2 + (np.int32(0),),
                                        sharded=False)
                 lowered = self._program.lower(self._params, objectives, keys, state, *scalars)
                 hits = programs.jax_cache_hits()
@@ -466,6 +491,17 @@ class ChunkTooLargeError(ValueError):
     def __init__(self, message: str, fits: int):
         super().__init__(message)
         self.fits = fits
+
+
+def _checked_ramp(ramp) -> tuple[float, float]:
+    """``ramp`` as two floats, or a ValueError unless it is two positive finite numbers."""
+    try:
+        first, last = (float(r) for r in ramp)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr_ramp must be two numbers (first, last), not {ramp!r}") from None
+    if not all(np.isfinite(r) and r > 0 for r in (first, last)):
+        raise ValueError(f"lr_ramp must be two positive numbers, not {ramp!r}")
+    return first, last
 
 
 def _check_image_shape(param: Parameterization, shape: tuple) -> None:

@@ -211,6 +211,26 @@ def test_out_of_range_values_are_one_line_errors(command, flag, dest, tmp_path, 
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_lr_ramp_is_used_and_recorded(tmp_path):
+    runs = {}
+    for ramp in ("1,1", "1.6,0.7"):
+        out = tmp_path / ramp
+        assert main(["render", "--layer", "conv2", "--channels", "0", "--steps", "4", "--size",
+                     "32", "--quiet", "--lr-ramp", ramp, "--out", str(out)] + TINY) == 0
+        runs[ramp] = json.loads((out / "results.json").read_text())
+        assert runs[ramp]["settings"]["lr_ramp"] == [float(r) for r in ramp.split(",")]
+    assert runs["1,1"]["channels"]["0"]["objective"] != runs["1.6,0.7"]["channels"]["0"]["objective"]
+
+
+@pytest.mark.parametrize("value", ["1", "1,0", "1,-2", "fast,slow", "1,nan", "1,2,3"])
+def test_malformed_lr_ramp_is_a_one_line_error(value, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["render", "--layer", "conv1", "--out", str(out), "--lr-ramp", value] + TINY
+    assert main(argv) == 2
+    assert f"--lr-ramp {value}" in _error_line(capsys)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["render", "--layer", "nope", "--channels", "0"], "valid layers: conv1, conv2"),
     (["render", "--layer", "conv9", "--channels", "0"], "unknown layer 'conv9'"),
@@ -352,10 +372,11 @@ def test_help_shows_the_defaults(command, shown, capsys):
 
 
 def test_parser_method_choices_are_the_library_tables():
-    from featviz import attribution, param
+    from featviz import attribution, engine, param
     from featviz.cli import classic, rendering
     assert classic.PROJECTION_METHODS == tuple(attribution.PROJECTIONS)
     assert rendering.PARAMETERIZATION_NAMES == tuple(param.PARAMETERIZATIONS)
+    assert rendering.DEFAULT_LR_RAMP == engine.DEFAULT_LR_RAMP
 
 
 def test_maco_from_the_command_line(tmp_path):

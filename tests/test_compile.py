@@ -63,7 +63,7 @@ def test_other_steps_seed_lr_channels_compile_nothing(lite0, compilations):
 
 def test_steps_in_segments_equal_one_long_run(tiny_model):
     """Steps split over program calls continue exactly where the last call stopped."""
-    renderer = featviz.Renderer(tiny_model, size=32)
+    renderer = featviz.Renderer(tiny_model, size=32, lr_ramp=(1, 1))  # a rate for any length
     objs, keys = [obj.channel("conv1", 2)], featviz.channel_keys(0, [2])
     long = renderer(objs, keys, steps=SEGMENT * 2 + 5)
     again = renderer(objs, keys, steps=SEGMENT * 2 + 5)
@@ -78,6 +78,25 @@ def test_learning_rate_is_data_and_changes_the_image(tiny_model):
     slow, fast = renderer(objs, keys, lr=0.001), renderer(objs, keys, lr=0.1)
     assert renderer.traces == 1
     assert fast.final[0] > slow.final[0]
+
+
+def test_learning_rate_ramp_is_data(tiny_model):
+    """A flat ramp at twice the rate is that rate, to the bit; a falling ramp is another
+    render; neither compiles again."""
+    renderer = featviz.Renderer(tiny_model, size=32, steps=SEGMENT + 3)
+    objs, keys = [obj.channel("conv1", 1)], featviz.channel_keys(0, [1])
+    doubled = renderer(objs, keys, lr=0.05, lr_ramp=(2, 2))
+    flat = renderer(objs, keys, lr=0.1, lr_ramp=(1, 1))
+    falling = renderer(objs, keys, lr=0.1, lr_ramp=(1.5, 0.5))
+    assert renderer.traces == 1
+    np.testing.assert_array_equal(doubled.images, flat.images)
+    assert np.abs(falling.images - flat.images).max() > 0.01
+
+
+@pytest.mark.parametrize("ramp", [(1,), (1, 0), (1, float("inf")), "fast"])
+def test_learning_rate_ramp_must_be_two_positive_numbers(tiny_model, ramp):
+    with pytest.raises(ValueError, match="lr_ramp must be two"):
+        featviz.Renderer(tiny_model, size=32, lr_ramp=ramp)
 
 
 def test_optimizer_with_a_fixed_rate_refuses_a_per_call_rate(tiny_model):

@@ -50,7 +50,10 @@ OPTION_RANGES = {
 
 
 def check_options(args) -> None:
-    """Raise ``UsageError`` for the first numeric option outside ``OPTION_RANGES``."""
+    """Raise ``UsageError`` for the first numeric option outside ``OPTION_RANGES`` (or a
+    malformed ``--lr-ramp``)."""
+    if getattr(args, "lr_ramp", None) is not None:
+        lr_ramp(args.lr_ramp)
     for name, (lowest, highest) in OPTION_RANGES.items():
         value = getattr(args, name, None)
         if value is None:
@@ -63,6 +66,22 @@ def check_options(args) -> None:
         elif value < lowest or (highest is not None and value > highest):
             bounds = f"from {lowest} to {highest}" if highest is not None else f"at least {lowest}"
             raise UsageError(f"{flag} must be {bounds}, not {value}")
+
+
+def lr_ramp(text: str) -> tuple[float, float]:
+    """``--lr-ramp FIRST,LAST`` as two numbers, or a ``UsageError`` unless both are positive.
+
+    >>> lr_ramp("1.6,0.7")
+    (1.6, 0.7)
+    """
+    try:
+        first, last = (float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--lr-ramp {text}: give two numbers FIRST,LAST, e.g. 1.6,0.7 "
+                         "(1,1 for a constant rate)") from None
+    if not all(math.isfinite(r) and r > 0 for r in (first, last)):
+        raise UsageError(f"--lr-ramp {text}: both multiples must be positive numbers")
+    return first, last
 
 
 def check_distributed(args) -> None:

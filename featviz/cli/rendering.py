@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import (UsageError, add_model_options, model_from_args, picked_channels, plural,
-                     writable_dir, writable_file)
+from .common import (UsageError, add_model_options, lr_ramp, model_from_args, picked_channels,
+                     plural, writable_dir, writable_file)
 
 # ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
 # JAX (a test checks that the two agree)
 PARAMETERIZATION_NAMES = ("fourier", "pixels", "maco")
+# ``featviz.engine.DEFAULT_LR_RAMP``, spelled out for the same reason
+DEFAULT_LR_RAMP = (1.6, 0.7)
 
 
 def cmd_models(args):
@@ -81,7 +83,7 @@ def _devices(spec: str | None):
 
 def _render_settings(args):
     return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
-                lr=args.lr, devices=_devices(args.devices), precision=args.precision,
+                lr=args.lr, lr_ramp=lr_ramp(args.lr_ramp), devices=_devices(args.devices), precision=args.precision,
                 activation=args.activation, param=args.param, progress=not args.quiet)
 
 
@@ -139,6 +141,9 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--lr-ramp", default=",".join(map(str, DEFAULT_LR_RAMP)), metavar="FIRST,LAST",
+                   help="the learning rate falls linearly from FIRST x --lr at the first step "
+                   "to LAST x --lr at the last; 1,1 keeps it constant (Lucid)"),
     p.add_argument("--chunk", type=int, default=None,
                    help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
