@@ -35,16 +35,20 @@ def _resized(image, side: int) -> np.ndarray:
 
 
 def _titled_row(parts: list[tuple[str, np.ndarray]], pad: int = 8) -> np.ndarray:
-    """Parts (title, uint8 image) side by side on white, each under its title."""
+    """Parts (title, uint8 image) side by side on white, each under its title; a part narrower
+    than its title gets the title's width, so titles never overlap."""
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    slots = [max(part.shape[1], int(np.ceil(measure.textlength(title, font=font))))
+             for title, part in parts]
     height = max(p.shape[0] for _, p in parts) + TITLE_HEIGHT
-    width = sum(p.shape[1] for _, p in parts) + pad * (len(parts) + 1)
-    canvas = Image.new("RGB", (width, height + pad), (255, 255, 255))
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    canvas = Image.new("RGB", (sum(slots) + pad * (len(parts) + 1), height + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
     x = pad
-    for title, part in parts:
+    for (title, part), slot in zip(parts, slots):
         draw.text((x, 2), title, fill=(0, 0, 0), font=font)
         canvas.paste(Image.fromarray(part), (x, TITLE_HEIGHT))
-        x += part.shape[1] + pad
+        x += slot + pad
     return np.asarray(canvas)
 
 
@@ -72,8 +76,9 @@ def unit_sheet(model: Model, layer: str, channel: int, *, images=None, k: int = 
                          labels=labels)
     patches = grid([e.patch for e in examples], [f"{e.value:.2f}" for e in examples])
     side = patches.shape[0]
+    found_title = "top patch" if len(examples) == 1 else f"top {len(examples)} patches"
     parts = [(f"{layer}:{channel} feature visualization", _resized(render.images[0], side)),
-             (f"top {len(examples)} patches (activation)", patches)]
+             (f"{found_title} (activation)", patches)]
     parts += [(f"{rule} projections", grid(projections[rule], [""] * len(examples)))
               for rule in PROJECTIONS]
     return _titled_row(parts)

@@ -314,6 +314,20 @@ def test_unit_sheet(tmp_path, capsys):
     assert "no spatial map" in _error_line(capsys)
 
 
+def test_unit_sheet_parts_narrower_than_their_titles_do_not_overlap():
+    from PIL import ImageDraw, ImageFont
+
+    from featviz.unit_sheet import _titled_row
+    red, blue = (np.zeros((8, 8, 3), np.uint8) for _ in range(2))
+    red[..., 0], blue[..., 2] = 255, 255
+    title = "a title much wider than its part"
+    sheet = _titled_row([(title, red), ("second", blue)], pad=8)
+    title_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(
+        title, font=ImageFont.load_default())
+    second_part_x = np.nonzero((sheet[..., 2] == 255) & (sheet[..., 0] == 0))[1].min()
+    assert second_part_x >= 8 + title_width + 8
+
+
 def test_unwritable_output_is_refused_before_rendering(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -127,8 +127,9 @@ def cmd_unit(args):
                        steps=args.steps, size=args.size, seed=args.seed,
                        image_size=args.image_size, activation=args.activation)
     save_png(sheet, args.out)
-    print(f"wrote {args.out} ({args.layer}:{args.channel}: feature visualization, top "
-          f"{args.k} patches, deconvnet and guided projections)")
+    found = "top patch" if args.k == 1 else f"top {args.k} patches"
+    print(f"wrote {args.out} ({args.layer}:{args.channel}: feature visualization, {found}, "
+          "deconvnet and guided projections)")
 
 
 def register(sub) -> None:
