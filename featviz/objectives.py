@@ -3,7 +3,8 @@ vectors) are array leaves. Objectives stack into one batch, so one compiled prog
 any channels without recompiling (a batch of several forms selects each image's form).
 
 Arithmetic: ``+ - * /`` between objectives and numbers; sums stay flat, so adding hundreds of
-terms never nests deeply. Penalties (``total_variation``, ``l1``) are positive: subtract them.
+terms never nests deeply, and a sum's terms of one form are computed as one vmapped call (a
+sum over 1,000 channels compiles as fast as one channel). Penalties (``total_variation``, ``l1``) are positive: subtract them.
 
 Example:
     >>> import jax.numpy as jnp
@@ -93,7 +94,22 @@ def as_objective(x) -> Objective:
 
 
 def _terms_value(params, acts, image, static):
-    return sum(fn(p, acts, image, st) for p, (fn, st) in zip(params, static[1]))
+    """The sum of the terms. Terms of one form (function, structure and leaf shapes) are
+    evaluated as one vmapped call: a sum of 1,000 channels is one gather, not 1,000 programs'
+    worth of reductions for XLA to compile."""
+    groups: dict = {}
+    for p, (fn, st) in zip(params, static[1]):
+        leaves, structure = jax.tree_util.tree_flatten(p)
+        form = (fn, st, structure, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+        groups.setdefault(form, []).append(p)
+    total = 0.0
+    for (fn, st, *_), members in groups.items():
+        if len(members) == 1:
+            total = total + fn(members[0], acts, image, st)
+        else:
+            stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *members)
+            total = total + jax.vmap(lambda q: fn(q, acts, image, st))(stacked).sum()
+    return total
 
 
 def _sum(objs: Sequence[Objective]) -> Objective:

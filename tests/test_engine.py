@@ -117,6 +117,19 @@ def test_total_of_a_thousand_terms_is_flat():
         sum(float(np.asarray(ACTS["conv"])[..., i % 4].mean()) for i in range(1000)), rel=1e-5)
 
 
+def test_a_sum_traces_one_computation_per_form_of_term():
+    """A thousand channels (some weighted) cost what three do: one vmapped call per form."""
+    def size_of_program(n):
+        o = obj.total([obj.channel("conv", i % 4) + 2.0 * obj.channel("conv", i % 3)
+                       + obj.class_logit(1) for i in range(n)])
+        return len(jax.make_jaxpr(lambda a, im: o(a, im))(ACTS, IMG).eqns)
+    assert size_of_program(1000) == size_of_program(3)
+    o = obj.channel("conv", 0) + 2.0 * obj.channel("conv", 1) + 3.0 * obj.channel("conv", 2)
+    conv = np.asarray(ACTS["conv"])
+    assert float(o(ACTS, IMG)) == pytest.approx(
+        conv[..., 0].mean() + 2 * conv[..., 1].mean() + 3 * conv[..., 2].mean(), rel=1e-6)
+
+
 def test_stack_of_one_form_and_of_several():
     batch = obj.stack([obj.channel("conv", c) for c in range(4)])
     assert batch.params.tolist() == [0, 1, 2, 3]
