@@ -47,7 +47,7 @@ from .transforms import Transform, compose, standard_transforms
 
 SEGMENT = 32  # steps per call of the compiled program
 # the learning rate at the first and the last step, as multiples of ``lr``
-DEFAULT_LR_RAMP = (1.6, 0.7)
+DEFAULT_LR_RAMP = (1.6, 0.5)
 _BACKGROUND = ThreadPoolExecutor(max_workers=1)  # compiles the final evaluation meanwhile
 
 # Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
@@ -160,7 +160,7 @@ class Renderer:
     Defaults are Lucid's: 128 px, 512 steps, Adam(0.05), Fourier + decorrelated colour +
     sigmoid, pad/jitter/scale/rotate/jitter, except that Adam's rate is ramped: it falls
     linearly from ``lr_ramp[0] * lr`` at the first step to ``lr_ramp[1] * lr`` at the last
-    (``lr_ramp=(1, 1)`` keeps Lucid's constant rate). The ramp's default, (1.6, 0.7), gives
+    (``lr_ramp=(1, 1)`` keeps Lucid's constant rate). The ramp's default, (1.6, 0.5), gives
     images of more contrast that drive their objective as hard (benchmarks/RESULTS.md). With ``devices`` (e.g. ``jax.devices()``), each
     batch is sharded over a 1-D mesh of those devices. ``compute_dtype=jnp.bfloat16`` runs the
     network in bfloat16 (weights and activations) while the image parameters, optimizer and

@@ -71,13 +71,13 @@ def check_options(args) -> None:
 def lr_ramp(text: str) -> tuple[float, float]:
     """``--lr-ramp FIRST,LAST`` as two numbers, or a ``UsageError`` unless both are positive.
 
-    >>> lr_ramp("1.6,0.7")
-    (1.6, 0.7)
+    >>> lr_ramp("1.6,0.5")
+    (1.6, 0.5)
     """
     try:
         first, last = (float(part) for part in text.split(","))
     except ValueError:
-        raise UsageError(f"--lr-ramp {text}: give two numbers FIRST,LAST, e.g. 1.6,0.7 "
+        raise UsageError(f"--lr-ramp {text}: give two numbers FIRST,LAST, e.g. 1.6,0.5 "
                          "(1,1 for a constant rate)") from None
     if not all(math.isfinite(r) and r > 0 for r in (first, last)):
         raise UsageError(f"--lr-ramp {text}: both multiples must be positive numbers")

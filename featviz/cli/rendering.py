@@ -18,7 +18,7 @@ from .common import (UsageError, add_model_options, lr_ramp, model_from_args, pi
 # JAX (a test checks that the two agree)
 PARAMETERIZATION_NAMES = ("fourier", "pixels", "maco")
 # ``featviz.engine.DEFAULT_LR_RAMP``, spelled out for the same reason
-DEFAULT_LR_RAMP = (1.6, 0.7)
+DEFAULT_LR_RAMP = (1.6, 0.5)
 
 
 def cmd_models(args):
