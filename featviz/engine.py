@@ -161,10 +161,11 @@ class Renderer:
     sigmoid, pad/jitter/scale/rotate/jitter, except that Adam's rate is ramped: it falls
     linearly from ``lr_ramp[0] * lr`` at the first step to ``lr_ramp[1] * lr`` at the last
     (``lr_ramp=(1, 1)`` keeps Lucid's constant rate). The ramp's default, (1.6, 0.5), gives
-    images of more contrast that drive their objective as hard (benchmarks/RESULTS.md). With ``devices`` (e.g. ``jax.devices()``), each
-    batch is sharded over a 1-D mesh of those devices. ``compute_dtype=jnp.bfloat16`` runs the
-    network in bfloat16 (weights and activations) while the image parameters, optimizer and
-    objectives stay float32. During the first ``redirect_steps`` steps, a rectifier whose
+    images of more contrast that drive their objective as hard (benchmarks/RESULTS.md).
+
+    With ``devices`` (e.g. ``jax.devices()``), each batch is sharded over a 1-D mesh of those
+    devices. ``compute_dtype=jnp.bfloat16`` runs the network in bfloat16 (weights and
+    activations) while the image parameters, optimizer and objectives stay float32. During the first ``redirect_steps`` steps, a rectifier whose
     gradient is zero for an image passes Lucid's redirected gradient instead
     (``featviz.rectifier_rules``), so that channels which start dead come to life.
 
@@ -311,7 +312,7 @@ class Renderer:
         step_keys = jax.vmap(lambda k: derive_key(k, 1))(keys)
         state = jax.tree_util.tree_map(lambda fresh, s: jnp.where(start == 0, fresh, s),
                                        self._initial_state(init_keys), state)
-        params, opt_state = state[0], state[1]
+        params, opt_state = state[:2]
 
         def loss_of_images(images, keys_now, redirect):
             transformed = jax.vmap(settings.transform)(keys_now, images)
@@ -353,9 +354,8 @@ class Renderer:
         """Render a list of objectives (or an already stacked batch), one key per image.
 
         ``steps``, ``lr``, ``lr_ramp`` and ``redirect_steps`` override the renderer's defaults
-        for this call
-        (none of them recompiles); ``on_segment(steps)`` is called after each segment with the
-        number of steps it ran.
+        for this call (none of them recompiles); ``on_segment(steps)`` is called after each
+        segment with the number of steps it ran.
         A list may mix forms (say channels and a class logit): they share one batch and one
         compiled program, in which each image computes its own form.
         """
