@@ -1,8 +1,9 @@
 """MaCo against the Fourier basis at equal steps: objective reached and pixel spread, with pictures.
 
 Renders the same objectives of EfficientNet-Lite0 with each variant: channels 0..N-1 of a layer
-(``head`` by default), or N ImageNet classes' logits (``logits``), one batch per layer. Per image:
-the objective on the final image as rendered (untransformed, as ``RenderResult.final``), and on
+(``head`` by default), or N ImageNet classes' logits (``logits``), one batch per layer. Per image,
+on the tensor the renderer optimizes (a capped layer's pre-activation, ``head_conv`` for
+``head``): the objective on the final image as rendered (untransformed, as ``RenderResult.final``), and on
 two views neither variant trains on: the image resized to the network's 224 px and mirrored
 left-right; and the pixel standard deviation. Prints one JSON object (medians over the images
 and the per-image values) and writes, per layer, a figure: one row per variant shown, and for MaCo
@@ -65,16 +66,18 @@ def objectives_for(layer: str, count: int):
     return indices, [obj.channel(layer, c) for c in indices]
 
 
-def held_out_views(model, objectives, images):
-    """Each objective on its image resized to 224 px, and mirrored left-right."""
+def held_out_views(renderer, objectives, images):
+    """Each objective, on the tensor the renderer optimizes (a capped layer's pre-activation),
+    on its image resized to 224 px, and mirrored left-right."""
     n = len(images)
     big = jax.image.resize(jnp.asarray(images), (n, 224, 224, 3), "bilinear")
     stacked = obj.stack(objectives)
-    layers = sorted(stacked.layers)
+    reads = renderer.optimized_layers(stacked.layers)
     evaluate = jax.jit(jax.vmap(lambda o, a, img: o(a, img)))
     out = {}
     for name, batch in (("at_224px", big), ("mirrored", jnp.asarray(images)[:, :, ::-1])):
-        acts = model.activations(np.asarray(batch), layers=layers)
+        acts = renderer.model.activations(np.asarray(batch), layers=sorted(set(reads.values())))
+        acts = {layer: acts[read] for layer, read in reads.items()}
         out[name] = np.asarray(evaluate(stacked, acts, batch)).tolist()
     return out
 
@@ -95,7 +98,7 @@ def run(model, variant: str, layer: str, args):
     result = renderer(objectives, featviz.channel_keys(args.seed, indices))
     seconds = time.perf_counter() - began
     spread = result.images.std(axis=(1, 2, 3))
-    views = held_out_views(model, objectives, result.images)
+    views = held_out_views(renderer, objectives, result.images)
     record = {
         "indices": indices,
         "final": result.final.tolist(), "final_median": median(result.final),
