@@ -83,7 +83,8 @@ def test_random_crop_stays_on_the_canvas_and_its_gradient_is_the_transpose():
 def test_maco_render_rises_repeats_and_gives_a_transparency_map(tiny_model):
     from featviz.engine import SEGMENT as segment
     steps = segment + 8  # two segments: the map carries over
-    r = featviz.Renderer(tiny_model, size=32, steps=steps, param=param.maco(32), transparency=True)
+    r = featviz.Renderer(tiny_model, size=32, steps=steps, param=param.maco(32), transparency=True,
+                         lr_ramp=(1, 1))  # the same rate at each step, whatever the length
     channels = [0, 3]
     keys = featviz.channel_keys(0, channels)
     objectives = [obj.channel("relu2", c) for c in channels]
