@@ -31,7 +31,7 @@ import numpy as np
 
 from .base import Model, from_linen
 from .imagenet import class_names
-from .layers import Conv, fold_bn
+from .layers import Conv, Dense, fold_bn
 from .torch_weights import MissingWeightsError, WeightsFileError, read_state_dict
 
 BN_EPS = 1e-3
@@ -105,9 +105,9 @@ class MBConv(nn.Module):
         s = self.spec
         x = inputs
         if s.expand is not None:
-            x = nn.relu6(nn.Dense(s.expand, name="expand")(x))
+            x = nn.relu6(Dense(s.expand, name="expand")(x))
         x = nn.relu6(Conv(x.shape[-1], s.kernel, s.stride, depthwise=True, name="depthwise")(x))
-        x = nn.Dense(s.out, name="project")(x)
+        x = Dense(s.out, name="project")(x)
         return x + inputs if s.residual else x
 
 
@@ -130,9 +130,9 @@ class EfficientNetLite(nn.Module):
         for i, spec in enumerate(self.blocks):
             x = MBConv(spec, name=f"mbconv_{i}")(x)
             self.sow("intermediates", f"blocks_{i}", x)
-        x = nn.relu6(nn.Dense(self.head_features, name="head_conv")(x))
+        x = nn.relu6(Dense(self.head_features, name="head_conv")(x))
         self.sow("intermediates", "head", x)
-        logits = nn.Dense(self.num_classes, name="fc")(x.mean(axis=(-3, -2)))
+        logits = Dense(self.num_classes, name="fc")(x.mean(axis=(-3, -2)))
         self.sow("intermediates", "logits", logits)
         return logits
 
