@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,16 +161,28 @@ def _records_path(out_dir: Path) -> Path:
     return out_dir / f"results.p{jax.process_index()}.json"
 
 
-def _load_records(out_dir: Path, layer: str, settings: dict) -> dict:
+def _load_records(out_dir: Path, layer: str, settings: dict, warn: bool = False) -> dict:
+    """The records of ``layer``'s channels already rendered in ``out_dir`` with ``settings``;
+    with ``warn``, a warning names the settings that differ where the folder holds renders of
+    this layer made otherwise (they are rendered again and their records replaced)."""
     records = {}
     for path in sorted(out_dir.glob("results*.json")):
         try:
             saved = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if saved.get("layer") == layer and saved.get("settings") == settings:
+        if saved.get("layer") != layer:
+            continue
+        if saved.get("settings") == settings:
             records.update({int(c): r for c, r in saved.get("channels", {}).items()
                             if (out_dir / r["png"]).exists()})
+        elif warn and saved.get("channels"):
+            old = saved.get("settings") or {}
+            changed = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in settings.items()
+                                if old.get(k) != v)
+            warnings.warn(f"{path} lists {len(saved['channels'])} channels of {layer} rendered "
+                          f"with other settings ({changed}): they are not reused, and the "
+                          "channels rendered now replace that list", stacklevel=3)
     return records
 
 
@@ -214,7 +227,7 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
                 "lr_ramp": list(renderer.lr_ramp),
                 "precision": precision, "redirect_steps": renderer.redirect_steps,
                 "optimized_layer": optimized, "param": param, "featviz": __version__}
-    result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings))
+    result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings, warn=True))
     todo = distributed.share([c for c in channels if c not in result.records])
     timing = {"compile": 0.0, "compute": 0.0, "write": 0.0}
     with tqdm(total=len(todo) * steps, desc=layer, disable=not progress or not todo, leave=False,

@@ -211,6 +211,19 @@ def test_out_of_range_values_are_one_line_errors(command, flag, dest, tmp_path, 
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_rerun_with_other_settings_says_what_changed(tmp_path, capsys):
+    argv = ["render", "--layer", "conv2", "--channels", "0-1", "--size", "32", "--quiet",
+            "--out", str(tmp_path)] + TINY
+    assert main(argv + ["--steps", "4"]) == 0
+    capsys.readouterr()
+    assert main(argv[:4] + ["0"] + argv[5:] + ["--steps", "5"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("featviz: warning: ")
+    assert "2 channels of conv2 rendered with other settings (steps 4 -> 5)" in err[0]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["channels"]) == ["0"] and results["settings"]["steps"] == 5
+
+
 def test_lr_ramp_is_used_and_recorded(tmp_path):
     runs = {}
     for ramp in ("1,1", "1.6,0.5"):

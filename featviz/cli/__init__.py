@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import warnings
 
 from . import classic, rendering, site
 from .common import OPTION_RANGES, UsageError, check_distributed, check_options, user_errors
@@ -64,10 +65,17 @@ def _run(args) -> None:
     args.func(args)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as the commands print them: one line, no source location."""
+    print(f"featviz: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            _run(args)
     except KeyboardInterrupt:
         print("featviz: interrupted; finished chunks are kept, rerun to resume", file=sys.stderr)
         return 130
