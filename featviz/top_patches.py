@@ -153,7 +153,8 @@ def top_patches(model: Model, images: Iterable[tuple[str, np.ndarray]], layer: s
         order = np.argsort(-vals, axis=1, kind="stable")[:, :k]
         best_vals = np.take_along_axis(vals, order, 1)
         best_units = np.take_along_axis(units, order[..., None], 1)
-        kept = {tuple(u) for u in best_units.reshape(-1, 3).tolist()}
+        # a k beyond the units seen keeps the padded images' -inf units: no patch for those
+        kept = {tuple(u) for u in best_units[np.isfinite(best_vals)].tolist()}
         patches = {u: patches[u] if u[0] < len(names) else
                    crop(pixels[u[0] - len(names)], field.offset + u[1] * field.stride,
                         field.offset + u[2] * field.stride, field.size) for u in kept}

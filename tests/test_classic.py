@@ -167,6 +167,14 @@ def test_top_patches_are_the_true_top_units(lite0, photo_folder):
         np.testing.assert_allclose(values[0], brute, rtol=1e-4)
 
 
+def test_top_patches_with_k_beyond_the_units_gives_every_unit():
+    """One 16 px photo has 8 x 8 units at conv2: asking for 70 gives those 64, best first."""
+    photo = ("one", np.asarray(data.astronaut()[:40, :50], np.float32) / 255)
+    result = top_patches(featviz.load_model("tiny"), [photo], "conv2", [3], k=70, size=16)
+    values = [e.value for e in result.examples[3]]
+    assert len(values) == 64 and values == sorted(values, reverse=True)
+
+
 def _error_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("featviz: error:"), err
