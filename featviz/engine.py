@@ -128,6 +128,19 @@ def _has_learning_rate(state) -> bool:
         "learning_rate" in state.hyperparams
 
 
+def _rate_is_settable(optimizer) -> bool:
+    """Whether the learning rate in ``optimizer``'s state sets its step: an
+    ``optax.inject_hyperparams`` optimizer with a numeric rate (one whose rate is a schedule
+    recomputes it at each step, whatever the state holds). Two tiny steps tell."""
+    param = jnp.zeros(2)
+    state = optimizer.init(param)
+    if not _has_learning_rate(state):
+        return False
+    def step(lr):
+        return optimizer.update(jnp.ones(2), _with_learning_rate(state, lr), param)[0]
+    return not np.allclose(step(1.0), step(2.0))
+
+
 def _with_learning_rate(state, lr):
     """``state`` of an ``inject_hyperparams`` optimizer with its learning rate set to ``lr``
     (a traced scalar); other states unchanged."""
@@ -175,9 +188,9 @@ class Renderer:
     ``"post"`` optimizes the layer's own values. Results hold the objective on both.
 
     ``steps``, ``lr``, ``lr_ramp`` and ``redirect_steps`` are defaults that each call may
-    override. A custom ``optimizer`` is used as given; when it is wrapped in
-    ``optax.inject_hyperparams`` (as the default Adam is), its learning rate is set, and
-    ramped, per call.
+    override. A custom ``optimizer`` is used as given: its own rate, no ramp. Built with
+    ``optax.inject_hyperparams`` and a numeric rate (as the default Adam is), its rate can be
+    set and ramped by ``lr`` and ``lr_ramp``; otherwise passing them is an error.
 
     A parameterization may name the transforms it is meant for (``param.maco`` does); they
     replace the standard ones unless ``transforms`` is given. With ``transparency=True`` the
@@ -187,7 +200,7 @@ class Renderer:
     """
 
     def __init__(self, model: Model, *, size: int = 128, steps: int = 512, lr: float | None = None,
-                 lr_ramp: tuple[float, float] = DEFAULT_LR_RAMP,
+                 lr_ramp: tuple[float, float] | None = None,
                  param: Parameterization | None = None,
                  transforms: Sequence[Transform] | None = None,
                  optimizer: optax.GradientTransformation | None = None,
@@ -199,8 +212,17 @@ class Renderer:
         if not (isinstance(size, (int, np.integer)) and size >= 1):
             raise ValueError(f"size must be a whole number of pixels, at least 1, not {size!r}")
         self.model = model
-        self.steps, self.lr, self.redirect_steps = steps, 0.05 if lr is None else lr, redirect_steps
-        self.lr_ramp = _checked_ramp(lr_ramp)
+        self.steps, self.redirect_steps = steps, redirect_steps
+        self._rate_settable = optimizer is None or _rate_is_settable(optimizer)
+        if (lr is not None or lr_ramp is not None) and not self._rate_settable:
+            raise ValueError(_FIXED_RATE)
+        if lr is None:  # the optimizer's own rate, if it was given one; else Lucid's
+            lr = optimizer.init(jnp.zeros(2)).hyperparams["learning_rate"] \
+                if optimizer is not None and self._rate_settable else 0.05
+        self.lr = float(lr)
+        # a custom optimizer is used as given: no ramp unless one is asked for
+        self.lr_ramp = _checked_ramp(lr_ramp) if lr_ramp is not None else \
+            DEFAULT_LR_RAMP if optimizer is None else (1.0, 1.0)
         # all of the program's code is featviz's defaults: it may go to the program store
         self._code_is_known = (all(v is None for v in (param, transforms, optimizer,
                                                        batch_objective))
@@ -222,9 +244,6 @@ class Renderer:
         self._program = jax.jit(self._segment)
         self._executables: dict = {}
         self._params = self._network_params()
-        if lr is not None and not self._rate_is_data():
-            raise ValueError("this optimizer has its own learning rate; pass it without lr=, "
-                             "or wrap it in optax.inject_hyperparams to vary it")
 
     @property
     def size(self) -> int:
@@ -369,9 +388,8 @@ class Renderer:
         if not (np.isfinite(run["lr"]) and run["lr"] > 0):
             raise ValueError(f"lr must be a positive number, not {run['lr']!r}")
 
-        if (lr is not None or lr_ramp is not None) and not self._rate_is_data():
-            raise ValueError("this renderer's optimizer has its own learning rate; wrap it in "
-                             "optax.inject_hyperparams to vary it (or ramp it) per call")
+        if (lr is not None or lr_ramp is not None) and not self._rate_settable:
+            raise ValueError(_FIXED_RATE)
         if isinstance(objectives, (list, tuple)):
             if len(objectives) != len(keys) or not objectives:
                 raise ValueError(f"{len(objectives)} objectives and {len(keys)} keys: pass at "
@@ -384,9 +402,6 @@ class Renderer:
         """Shapes and dtypes of the parameters and optimizer state of a batch of ``n`` images."""
         keys = abstract_keys((n,))
         return jax.eval_shape(self._initial_state, keys)
-
-    def _rate_is_data(self) -> bool:
-        return _has_learning_rate(self._state_shapes(1)[1])
 
     def _placed(self, tree, sharded: bool):
         """``tree`` on the renderer's devices: split along the batch, or replicated."""
@@ -493,14 +508,23 @@ class ChunkTooLargeError(ValueError):
         self.fits = fits
 
 
+_FIXED_RATE = ("this optimizer sets its own learning rate; pass it without lr= and lr_ramp=, "
+               "or build it as optax.inject_hyperparams(optax.adam)(learning_rate=0.05) "
+               "(a number, not a schedule) to set and ramp the rate")
+RAMP_RANGE = (1e-3, 1e3)  # the multiples a ramp may take
+
+
 def _checked_ramp(ramp) -> tuple[float, float]:
-    """``ramp`` as two floats, or a ValueError unless it is two positive finite numbers."""
+    """``ramp`` as two floats, or a ValueError unless it is two numbers in ``RAMP_RANGE``."""
     try:
+        if isinstance(ramp, str):
+            raise TypeError
         first, last = (float(r) for r in ramp)
     except (TypeError, ValueError):
         raise ValueError(f"lr_ramp must be two numbers (first, last), not {ramp!r}") from None
-    if not all(np.isfinite(r) and r > 0 for r in (first, last)):
-        raise ValueError(f"lr_ramp must be two positive numbers, not {ramp!r}")
+    low, high = RAMP_RANGE
+    if not all(low <= r <= high for r in (first, last)):  # also refuses NaN
+        raise ValueError(f"lr_ramp must be two numbers from {low:g} to {high:g}, not {ramp!r}")
     return first, last
 
 

@@ -235,7 +235,7 @@ def test_lr_ramp_is_used_and_recorded(tmp_path):
     assert runs["1,1"]["channels"]["0"]["objective"] != runs["1.6,0.5"]["channels"]["0"]["objective"]
 
 
-@pytest.mark.parametrize("value", ["1", "1,0", "1,-2", "fast,slow", "1,nan", "1,2,3"])
+@pytest.mark.parametrize("value", ["1", "1,0", "1,-2", "fast,slow", "1,nan", "1,2,3", "1e38,1"])
 def test_malformed_lr_ramp_is_a_one_line_error(value, tmp_path, capsys):
     out = tmp_path / "r"
     argv = ["render", "--layer", "conv1", "--out", str(out), "--lr-ramp", value] + TINY
@@ -400,10 +400,11 @@ def test_help_shows_the_defaults(command, shown, capsys):
 
 def test_parser_method_choices_are_the_library_tables():
     from featviz import attribution, engine, param
-    from featviz.cli import classic, rendering
+    from featviz.cli import classic, common, rendering
     assert classic.PROJECTION_METHODS == tuple(attribution.PROJECTIONS)
     assert rendering.PARAMETERIZATION_NAMES == tuple(param.PARAMETERIZATIONS)
     assert rendering.DEFAULT_LR_RAMP == engine.DEFAULT_LR_RAMP
+    assert common.RAMP_RANGE == engine.RAMP_RANGE
 
 
 def test_maco_from_the_command_line(tmp_path):

@@ -93,16 +93,36 @@ def test_learning_rate_ramp_is_data(tiny_model):
     assert np.abs(falling.images - flat.images).max() > 0.01
 
 
-@pytest.mark.parametrize("ramp", [(1,), (1, 0), (1, float("inf")), "fast"])
-def test_learning_rate_ramp_must_be_two_positive_numbers(tiny_model, ramp):
-    with pytest.raises(ValueError, match="lr_ramp must be two"):
+@pytest.mark.parametrize("ramp", [(1,), (1, 0), (1, float("inf")), (1, float("nan")),
+                                  (1e38, 1), (1e-300, 1), "fast", "11"])
+def test_learning_rate_ramp_must_be_two_reasonable_numbers(tiny_model, ramp):
+    with pytest.raises(ValueError, match="lr_ramp must be two numbers"):
         featviz.Renderer(tiny_model, size=32, lr_ramp=ramp)
+
+
+def test_a_custom_optimizer_keeps_its_own_rate_unless_told(tiny_model):
+    import optax
+
+    objs, keys = [obj.channel("conv1", 1)], featviz.channel_keys(0, [1])
+    def render(**settings):
+        return featviz.Renderer(tiny_model, size=32, steps=6, **settings)(objs, keys).images
+    injected = optax.inject_hyperparams(optax.adam)
+    own = render(optimizer=injected(learning_rate=0.1))
+    np.testing.assert_array_equal(own, render(lr=0.1, lr_ramp=(1, 1)))
+    np.testing.assert_array_equal(own, render(optimizer=injected(learning_rate=0.1),
+                                              lr=0.05, lr_ramp=(2, 2)))
+    scheduled = injected(learning_rate=optax.linear_schedule(0.1, 0.01, 6))
+    for settings in ({"lr": 0.2}, {"lr_ramp": (1, 1)}):
+        with pytest.raises(ValueError, match="sets its own learning rate"):
+            featviz.Renderer(tiny_model, size=32, optimizer=scheduled, **settings)
+    with pytest.raises(ValueError, match="sets its own learning rate"):
+        featviz.Renderer(tiny_model, size=32, optimizer=optax.adam(0.1), lr_ramp=(3, 3))
 
 
 def test_optimizer_with_a_fixed_rate_refuses_a_per_call_rate(tiny_model):
     import optax
 
-    with pytest.raises(ValueError, match="own learning rate"):
+    with pytest.raises(ValueError, match="sets its own learning rate"):
         featviz.Renderer(tiny_model, size=32, optimizer=optax.adam(0.1), lr=0.2)
 
 

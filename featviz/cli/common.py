@@ -68,8 +68,13 @@ def check_options(args) -> None:
             raise UsageError(f"{flag} must be {bounds}, not {value}")
 
 
+# ``featviz.engine.RAMP_RANGE``, spelled out so that checking options needs no JAX
+RAMP_RANGE = (1e-3, 1e3)
+
+
 def lr_ramp(text: str) -> tuple[float, float]:
-    """``--lr-ramp FIRST,LAST`` as two numbers, or a ``UsageError`` unless both are positive.
+    """``--lr-ramp FIRST,LAST`` as two numbers, or a ``UsageError`` unless both are in
+    ``RAMP_RANGE``.
 
     >>> lr_ramp("1.6,0.5")
     (1.6, 0.5)
@@ -79,8 +84,9 @@ def lr_ramp(text: str) -> tuple[float, float]:
     except ValueError:
         raise UsageError(f"--lr-ramp {text}: give two numbers FIRST,LAST, e.g. 1.6,0.5 "
                          "(1,1 for a constant rate)") from None
-    if not all(math.isfinite(r) and r > 0 for r in (first, last)):
-        raise UsageError(f"--lr-ramp {text}: both multiples must be positive numbers")
+    low, high = RAMP_RANGE
+    if not all(low <= r <= high for r in (first, last)):  # also refuses NaN
+        raise UsageError(f"--lr-ramp {text}: both multiples must be from {low:g} to {high:g}")
     return first, last
 
 

@@ -142,7 +142,7 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
     p.add_argument("--lr-ramp", default=",".join(map(str, DEFAULT_LR_RAMP)), metavar="FIRST,LAST",
-                   help="the learning rate falls linearly from FIRST x --lr at the first step "
+                   help="the learning rate goes linearly from FIRST x --lr at the first step "
                    "to LAST x --lr at the last; 1,1 keeps it constant (Lucid)"),
     p.add_argument("--chunk", type=int, default=None,
                    help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
