@@ -148,6 +148,7 @@ class LayerRender:
     records: dict = field(default_factory=dict)  # channel -> {"objective": ..., "png": ...}
     seconds: float = 0.0  # compile + compute + write
     timing: dict = field(default_factory=dict)  # {"compile": s, "compute": s, "write": s}
+    reused: int = 0  # channels found already rendered with the same settings (a resumed run)
 
     def image_path(self, c: int) -> Path:
         return self.out_dir / f"{self.layer}_{c}.png"
@@ -228,6 +229,7 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
                 "precision": precision, "redirect_steps": renderer.redirect_steps,
                 "optimized_layer": optimized, "param": param, "featviz": __version__}
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, settings, warn=True))
+    result.reused = sum(c in result.records for c in channels)
     todo = distributed.share([c for c in channels if c not in result.records])
     timing = {"compile": 0.0, "compute": 0.0, "write": 0.0}
     with tqdm(total=len(todo) * steps, desc=layer, disable=not progress or not todo, leave=False,

@@ -129,7 +129,10 @@ def _split_terms(o: Objective):
 
 def total(objs: Sequence[Objective]) -> Objective:
     """The sum of many objectives as one flat sum (no recursion depth for 1,000 terms)."""
-    return _sum([as_objective(o) for o in objs])
+    terms = [as_objective(o) for o in objs]
+    if not terms:
+        raise ValueError("total() of no objectives: pass at least one")
+    return _sum(terms)
 
 
 def _binary_value(params, acts, image, static):

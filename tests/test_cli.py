@@ -222,6 +222,8 @@ def test_rerun_with_other_settings_says_what_changed(tmp_path, capsys):
     assert "2 channels of conv2 rendered with other settings (steps 4 -> 5)" in err[0]
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["channels"]) == ["0"] and results["settings"]["steps"] == 5
+    assert main(argv + ["--steps", "5"]) == 0  # channel 0 is there: only channel 1 renders
+    assert "wrote 1 image (1 already there) and results.json" in capsys.readouterr().out
 
 
 def test_lr_ramp_is_used_and_recorded(tmp_path):

@@ -117,6 +117,11 @@ def test_total_of_a_thousand_terms_is_flat():
         sum(float(np.asarray(ACTS["conv"])[..., i % 4].mean()) for i in range(1000)), rel=1e-5)
 
 
+def test_total_of_nothing_is_refused():
+    with pytest.raises(ValueError, match="total\\(\\) of no objectives"):
+        obj.total([])
+
+
 def test_a_sum_traces_one_computation_per_form_of_term():
     """A thousand channels (some weighted) cost what three do: one vmapped call per form."""
     def size_of_program(n):

@@ -104,8 +104,9 @@ def cmd_render(args):
     channels = _layer_channels(model, [args.layer], args)[args.layer]
     settings = _render_settings(args)
     result = render_channels(model, args.layer, channels, args.out, **settings)
-    print(f"wrote {plural(len(channels), 'image')} and results.json to {args.out} "
-          f"({result.seconds:.1f} s rendering)")
+    kept = f" ({result.reused} already there)" if result.reused else ""
+    print(f"wrote {plural(len(channels) - result.reused, 'image')}{kept} and results.json to "
+          f"{args.out} ({result.seconds:.1f} s rendering)")
 
 
 def cmd_atlas(args):
