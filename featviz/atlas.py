@@ -31,7 +31,7 @@ from . import objectives as obj
 from .draws import abstract_keys
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
-from .param import PARAMETERIZATIONS
+from .param import named as named_param
 from .engine import (DEFAULT_LR_RAMP, ChunkTooLargeError, Renderer, channel_keys,
                      free_memory_bytes)
 
@@ -217,12 +217,9 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
         raise ChannelRangeError(f"channel out of range; layer {layer} has channels 0-{n - 1}")
     check_size(model, layer, size)
     out_dir = Path(out_dir)
-    if param not in PARAMETERIZATIONS:
-        raise ValueError(f"unknown parameterization {param!r}; use one of "
-                         f"{', '.join(PARAMETERIZATIONS)}")
     renderer = Renderer(model, size=size, steps=steps, lr=lr, lr_ramp=lr_ramp, devices=devices,
                         compute_dtype=precision, activation=activation,
-                        param=None if param == "fourier" else PARAMETERIZATIONS[param](size))
+                        param=named_param(param, size))
     optimized = renderer.optimized_layers([layer])[layer]
     settings = {"model": model.name, "steps": steps, "size": size, "seed": seed, "lr": lr,
                 "lr_ramp": list(renderer.lr_ramp),

@@ -208,3 +208,16 @@ PARAMETERIZATIONS: dict[str, Callable[[int], Parameterization]] = {
     "pixels": functools.partial(image, fft=False),
     "maco": maco,
 }
+
+
+def named(name: str, size: int) -> Parameterization | None:
+    """``PARAMETERIZATIONS[name]`` at ``size`` px for a ``Renderer``; None for ``fourier``, the
+    renderer's own default (which also fits grey networks).
+
+    >>> named("fourier", 64) is None, named("maco", 64) is not None
+    (True, True)
+    """
+    if name not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {name!r}; use one of "
+                         f"{', '.join(PARAMETERIZATIONS)}")
+    return None if name == "fourier" else PARAMETERIZATIONS[name](size)

@@ -323,6 +323,12 @@ def test_unit_sheet(tmp_path, capsys):
                  "--size", "32", "--out", str(out)] + TINY) == 0
     sheet = Image.open(out)
     assert sheet.size[0] > 3 * sheet.size[1] / 2  # four parts side by side
+    other = tmp_path / "other.png"
+    assert main(["unit", "--layer", "conv2", "--channel", "3", "--k", "4", "--steps", "4",
+                 "--size", "32", "--param", "pixels", "--lr", "0.1", "--lr-ramp", "1,1",
+                 "--out", str(other)] + TINY) == 0
+    assert Image.open(other).size == sheet.size
+    assert not np.array_equal(np.asarray(Image.open(other)), np.asarray(sheet))
     assert main(["unit", "--layer", "conv2", "--channel", "16", "--out", str(out)] + TINY) == 2
     assert "channels 0-15" in _error_line(capsys)
     assert main(["unit", "--layer", "logits", "--channel", "0", "--out", str(out)] + TINY) == 2

@@ -5,7 +5,8 @@
     featviz project IMAGE --layer L --channel C [--method deconvnet|guided] --out p.png
     featviz saliency IMAGE [--class K] [--method vanilla|smoothgrad|gradxinput] --out s.png
     featviz gradcam IMAGE [--class K] [--layer L] [--method gradcam|cam] --out heat.png
-    featviz unit --layer L --channel C [--images DIR] [--k 9] [--steps N] --out sheet.png
+    featviz unit --layer L --channel C [--images DIR] [--k 9] [--steps N] [--lr-ramp A,B]
+        [--param P] --out sheet.png
 
 Map commands also take ``--save-array FILE.npy`` for the raw array.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import json
 
-from .common import (add_model_options, check_png_outputs, model_from_args, picked_channels,
-                     plural, writable_dir)
+from .common import (add_model_options, check_png_outputs, lr_ramp, model_from_args,
+                     picked_channels, plural, writable_dir)
+from .rendering import add_optimization_options
 
 # ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
 # (a test checks that the two agree)
@@ -125,7 +127,8 @@ def cmd_unit(args):
     images = iter_images(args.images, None, warn_once()) if args.images else None
     sheet = unit_sheet(model, args.layer, args.channel, images=images, k=args.k,
                        steps=args.steps, size=args.size, seed=args.seed,
-                       image_size=args.image_size, activation=args.activation)
+                       image_size=args.image_size, activation=args.activation, lr=args.lr,
+                       lr_ramp=lr_ramp(args.lr_ramp), param=args.param)
     save_png(sheet, args.out)
     found = "top patch" if args.k == 1 else f"top {args.k} patches"
     print(f"wrote {args.out} ({args.layer}:{args.channel}: feature visualization, {found}, "
@@ -194,3 +197,4 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     p.add_argument("--activation", choices=["pre", "post"], default="pre",
                    help="on a rectified layer, visualize its values before the rectifier (default)")
+    add_optimization_options(p)

@@ -133,6 +133,17 @@ def cmd_atlas(args):
                   f"{png.with_suffix('.json')}")
 
 
+def add_optimization_options(p):
+    """How a feature visualization is optimized: ``--lr``, ``--lr-ramp``, ``--param``."""
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--lr-ramp", default=",".join(map(str, DEFAULT_LR_RAMP)), metavar="FIRST,LAST",
+                   help="the learning rate goes linearly from FIRST x --lr at the first step "
+                   "to LAST x --lr at the last; 1,1 keeps it constant (Lucid)")
+    p.add_argument("--param", choices=PARAMETERIZATION_NAMES, default="fourier",
+                   help="image parameterization: Lucid's Fourier basis (default), raw pixels, or "
+                   "MaCo (phase only, photo magnitude spectrum, with its own crops)")
+
+
 def _add_render_options(p, layer_required: bool):
     p.add_argument("--layer", required=layer_required,
                    help=None if layer_required else "default: the model's default layer; "
@@ -141,18 +152,12 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--steps", type=int, default=512, help="gradient-ascent steps")
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
-    p.add_argument("--lr-ramp", default=",".join(map(str, DEFAULT_LR_RAMP)), metavar="FIRST,LAST",
-                   help="the learning rate goes linearly from FIRST x --lr at the first step "
-                   "to LAST x --lr at the last; 1,1 keeps it constant (Lucid)"),
+    add_optimization_options(p)
     p.add_argument("--chunk", type=int, default=None,
                    help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="the network's compute precision (image parameters stay float32)")
-    p.add_argument("--param", choices=PARAMETERIZATION_NAMES, default="fourier",
-                   help="image parameterization: Lucid's Fourier basis (default), raw pixels, or "
-                   "MaCo (phase only, photo magnitude spectrum, with its own crops)")
     p.add_argument("--activation", choices=["pre", "post"], default="pre",
                    help="on a rectified layer (e.g. relu6-capped 'head'), optimize its values "
                    "before the rectifier (default) or after it")
