@@ -178,9 +178,10 @@ class Renderer:
 
     With ``devices`` (e.g. ``jax.devices()``), each batch is sharded over a 1-D mesh of those
     devices. ``compute_dtype=jnp.bfloat16`` runs the network in bfloat16 (weights and
-    activations) while the image parameters, optimizer and objectives stay float32. During the first ``redirect_steps`` steps, a rectifier whose
-    gradient is zero for an image passes Lucid's redirected gradient instead
-    (``featviz.rectifier_rules``), so that channels which start dead come to life.
+    activations) while the image parameters, optimizer and objectives stay float32. During the
+    first ``redirect_steps`` steps, a rectifier whose gradient is zero for an image passes
+    Lucid's redirected gradient instead (``featviz.rectifier_rules``), so that channels which
+    start dead come to life.
 
     ``activation="pre"`` (the default, as in Lucid): an objective on a rectified or capped
     layer (one with ``model.pre_activation(layer)``, e.g. EfficientNet's relu6 ``head``)

@@ -4,7 +4,8 @@ any channels without recompiling (a batch of several forms selects each image's 
 
 Arithmetic: ``+ - * /`` between objectives and numbers; sums stay flat, so adding hundreds of
 terms never nests deeply, and a sum's terms of one form are computed as one vmapped call (a
-sum over 1,000 channels compiles as fast as one channel). Penalties (``total_variation``, ``l1``) are positive: subtract them.
+sum over 1,000 channels compiles about as fast as one channel). Penalties
+(``total_variation``, ``l1``) are positive: subtract them.
 
 Example:
     >>> import jax.numpy as jnp

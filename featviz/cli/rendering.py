@@ -83,8 +83,9 @@ def _devices(spec: str | None):
 
 def _render_settings(args):
     return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
-                lr=args.lr, lr_ramp=lr_ramp(args.lr_ramp), devices=_devices(args.devices), precision=args.precision,
-                activation=args.activation, param=args.param, progress=not args.quiet)
+                lr=args.lr, lr_ramp=lr_ramp(args.lr_ramp), devices=_devices(args.devices),
+                precision=args.precision, activation=args.activation, param=args.param,
+                progress=not args.quiet)
 
 
 def _layer_channels(model, layers, args) -> dict[str, list[int]]:
