@@ -56,6 +56,19 @@ def test_projections_differ_and_stay_finite(lite0):
     assert not np.allclose(deconv, guided)
 
 
+def test_deconvnet_projection_of_a_unit_does_not_depend_on_the_image(lite0):
+    """Without max-pooling switches (EfficientNet has none) the deconvnet rule discards every
+    forward mask, so one unit projects to the same picture from any image; guided backprop
+    keeps the masks and shows each image's own structure."""
+    photos = np.stack([_resized(data.chelsea(), 64), _resized(data.coffee(), 64)])
+    weights = attr.unit_weights((8, 8, 40), [2], [4], [4])  # blocks_3 at 64 px
+    weights = np.repeat(weights, 2, axis=0)
+    deconv, guided = (np.asarray(attr.projection_fn(lite0, "blocks_3", rule)(
+        photos, lite0.params, weights)) for rule in ("deconvnet", "guided"))
+    np.testing.assert_allclose(deconv[0], deconv[1], rtol=1e-4, atol=1e-6)
+    assert np.abs(deconv[0]).max() > 0 and not np.allclose(guided[0], guided[1], atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def cat_in_corner(lite0):
     """A 224 px grey image with the cat photo in its bottom-right quadrant, and the photo's class."""
