@@ -128,17 +128,20 @@ def _has_learning_rate(state) -> bool:
         "learning_rate" in state.hyperparams
 
 
-def _rate_is_settable(optimizer) -> bool:
-    """Whether the learning rate in ``optimizer``'s state sets its step: an
-    ``optax.inject_hyperparams`` optimizer with a numeric rate (one whose rate is a schedule
-    recomputes it at each step, whatever the state holds). Two tiny steps tell."""
+def _settable_rate(optimizer) -> float | None:
+    """``optimizer``'s own learning rate if the rate in its state sets its step (an
+    ``optax.inject_hyperparams`` optimizer with a numeric rate), else None (a fixed rate, or a
+    schedule, which is recomputed at each step whatever the state holds). Two tiny steps
+    tell."""
     param = jnp.zeros(2)
     state = optimizer.init(param)
     if not _has_learning_rate(state):
-        return False
+        return None
     def step(lr):
         return optimizer.update(jnp.ones(2), _with_learning_rate(state, lr), param)[0]
-    return not np.allclose(step(1.0), step(2.0))
+    if np.allclose(step(1.0), step(2.0)):
+        return None
+    return float(state.hyperparams["learning_rate"])
 
 
 def _with_learning_rate(state, lr):
@@ -214,13 +217,12 @@ class Renderer:
             raise ValueError(f"size must be a whole number of pixels, at least 1, not {size!r}")
         self.model = model
         self.steps, self.redirect_steps = steps, redirect_steps
-        self._rate_settable = optimizer is None or _rate_is_settable(optimizer)
+        own_rate = 0.05 if optimizer is None else _settable_rate(optimizer)  # Lucid's, or its own
+        self._rate_settable = own_rate is not None
         if (lr is not None or lr_ramp is not None) and not self._rate_settable:
             raise ValueError(_FIXED_RATE)
-        if lr is None:  # the optimizer's own rate, if it was given one; else Lucid's
-            lr = optimizer.init(jnp.zeros(2)).hyperparams["learning_rate"] \
-                if optimizer is not None and self._rate_settable else 0.05
-        self.lr = float(lr)
+        # a fixed-rate optimizer never reads it: 0.05 stands in
+        self.lr = float(lr if lr is not None else own_rate if own_rate is not None else 0.05)
         # a custom optimizer is used as given: no ramp unless one is asked for
         self.lr_ramp = _checked_ramp(lr_ramp) if lr_ramp is not None else \
             DEFAULT_LR_RAMP if optimizer is None else (1.0, 1.0)
