@@ -32,8 +32,7 @@ from .draws import abstract_keys
 from .image import load_image, make_grid, save_png, write_text_atomic
 from .models.base import Model
 from .param import named as named_param
-from .engine import (DEFAULT_LR_RAMP, ChunkTooLargeError, Renderer, channel_keys,
-                     free_memory_bytes)
+from .engine import ChunkTooLargeError, Renderer, channel_keys, free_memory_bytes
 
 
 class ChannelRangeError(ValueError):
@@ -190,7 +189,7 @@ def _load_records(out_dir: Path, layer: str, settings: dict, warn: bool = False)
 def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, *,
                     steps: int = 512, size: int = 128, seed: int = 0,
                     chunk_size: int | None = None,
-                    lr: float = 0.05, lr_ramp: tuple[float, float] = DEFAULT_LR_RAMP,
+                    lr: float = 0.05, lr_ramp: tuple[float, float] | None = None,
                     devices=None, precision: str = "float32",
                     activation: str = "pre", param: str = "fourier",
                     progress: bool = True) -> LayerRender:
@@ -201,7 +200,7 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir, 
     and writing).
 
     Channels already rendered with the same settings (a previous, interrupted run) are skipped.
-    ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
+    ``lr_ramp`` ramps Adam's ``lr`` (None: the renderer's default ramp). ``chunk_size`` channels are rendered at once (None: ``auto_chunk_size``). ``devices``
     shards each chunk over those devices; ``precision="bfloat16"`` runs the network in bfloat16
     (image parameters stay float32); ``param`` names the image parameterization
     (``featviz.param.PARAMETERIZATIONS``: Lucid's Fourier basis, pixels, or MaCo); in a run of

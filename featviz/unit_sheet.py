@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import objectives as obj
 from .attribution import PROJECTIONS
-from .engine import DEFAULT_LR_RAMP, Renderer, channel_keys
+from .engine import Renderer, channel_keys
 from .image import make_grid
 from .models.base import Model
 from .param import named as named_param
@@ -56,13 +56,14 @@ def _titled_row(parts: list[tuple[str, np.ndarray]], pad: int = 8) -> np.ndarray
 def unit_sheet(model: Model, layer: str, channel: int, *, images=None, k: int = 9,
                steps: int = 256, size: int = 128, seed: int = 0,
                image_size: int | None = None, activation: str = "pre", lr: float = 0.05,
-               lr_ramp: tuple[float, float] = DEFAULT_LR_RAMP,
+               lr_ramp: tuple[float, float] | None = None,
                param: str = "fourier") -> np.ndarray:
     """The sheet of ``channel`` of ``layer`` as a uint8 (H, W, 3) image: its feature
-    visualization (``steps`` at ``size`` px, Adam's ``lr`` ramped by ``lr_ramp``, the
-    parameterization named ``param``), its top-``k`` patches among ``images``
-    (``(name, image)`` pairs; default: ``sample_photos()``) searched at ``image_size`` px
-    (default: the model's input size), and their deconvnet and guided projections."""
+    visualization (``steps`` at ``size`` px, Adam's ``lr`` ramped by ``lr_ramp``, None for the
+    renderer's default ramp; the parameterization named ``param``), its top-``k`` patches among
+    ``images`` (``(name, image)`` pairs; default: ``sample_photos()``) searched at
+    ``image_size`` px (default: the model's input size), and their deconvnet and guided
+    projections."""
     layer = model.spatial_layer(layer)
     image_size = image_size or model.image_size
     render = Renderer(model, size=size, steps=steps, activation=activation, lr=lr,
