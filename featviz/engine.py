@@ -429,9 +429,8 @@ class Renderer:
                                sharded=False)
         # the final images' forward program compiles (or loads) meanwhile: XLA compiles each
         # program on one core
-        final_ready = _BACKGROUND.submit(self.final_values, unpadded,
-                                         np.zeros((n, self.size, self.size, self.model.input_channels),
-                                                  np.float32))
+        blank = np.zeros((n, self.size, self.size, self.model.input_channels), np.float32)
+        final_ready = _BACKGROUND.submit(self.final_values, unpadded, blank)
         program = self._executable(objectives, keys, state)
         traces = []
         for start in range(0, steps, SEGMENT):
