@@ -27,17 +27,10 @@ from PIL import Image
 
 from . import draws, rectifier_rules
 from .activations import layer_fn
-from .atlas import ChannelRangeError
 from .image import as_images, one_image, to_uint8
-from .models.base import Model, NoSpatialMapError, per_model
-
-
-class ClassIndexError(ValueError):
-    """A class id the model does not have."""
-
-
-class ClassifierError(ValueError):
-    """CAM asked of a layer or model it does not apply to."""
+from .config import PROJECTIONS
+from .errors import ChannelRangeError, ClassIndexError, ClassifierError, NoSpatialMapError
+from .models.base import Model, per_model
 
 
 def score_layer(model: Model) -> str:
@@ -205,7 +198,6 @@ def classifier_weights(model: Model, layer: str, images, grads, classes) -> np.n
     return pooled[:, 0, 0, :] * grads.shape[1] * grads.shape[2]
 
 
-PROJECTIONS = ("deconvnet", "guided")
 
 
 ALL_CHANNELS = -1

@@ -2,10 +2,10 @@
 and a page per channel with its feature visualization, its top dataset patches and their
 deconvnet projections. Plain files with relative links: open ``index.html`` from disk.
 
-    featviz gallery --out site/ [--layers blocks_3,blocks_8] [--channels 0-3] [--steps N]
-                    [--size PX] [--images DIR] [--k 9] [--quiet]
+    featviz gallery --out site/ [--layers blocks_3,blocks_8] [--channels 0-3] [--images DIR]
+                    [--k 9] [every render option: --steps N --size PX --lr ... --chunk N]
 
-Renders go through ``featviz.atlas.render_channels`` and the patches are recorded per layer in
+Renders go through ``featviz.jobs.render_channels`` and the patches are recorded per layer in
 ``patches.json``, every file written atomically, so a rerun after an interruption redoes only
 the channels that were not finished.
 
@@ -27,7 +27,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .atlas import check_size, parse_channels, render_channels
+from .channels import check_size, parse_channels
+from .config import RenderConfig
+from .jobs import render_channels
 from .attribution import PROJECTIONS
 from .photos import DatasetError, iter_images, sample_photos, square_resize, warn_once
 from .top_patches import patch_projections, top_patches
@@ -182,12 +184,30 @@ def _check_layer(model: Model, layer: str, size: int) -> None:
     check_size(model, model.spatial_layer(layer), size)
 
 
-def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None = "0-15", *,
-                  steps: int = 256, size: int = 128, seed: int = 0, k: int = 9,
-                  images=None, image_size: int | None = None, progress: bool = True) -> Path:
-    """Write the site into ``out`` and return its path; ``channels`` is a spec like
-    ``"0-3,7"`` applied to every layer, ``images`` a folder (default: ``sample_photos()``)
-    searched at ``image_size`` px (default: the model's input size)."""
+GALLERY_CONFIG = RenderConfig(steps=256)  # a gallery's default render settings
+
+
+def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None = "0-15",
+                  config: RenderConfig | None = None, *, k: int = 9, images=None,
+                  image_size: int | None = None, devices=None, progress: bool = True,
+                  **settings) -> Path:
+    """Write the site into ``out`` and return its path.
+
+    Args:
+        model: the network.
+        out: the site's folder.
+        layers: the layers shown.
+        channels: a spec like ``"0-3,7"`` (or "all") applied to every layer.
+        config: the render settings (default: ``GALLERY_CONFIG``); keyword ``settings``
+            (``steps=64, size=96, ...``) change it.
+        k: top patches per channel.
+        images: a folder of photos (default: ``sample_photos()``) searched at
+            ``image_size`` px (default: the model's input size).
+        devices: shard each render chunk over these devices.
+        progress: show progress bars.
+    """
+    config = (config or GALLERY_CONFIG).replace(**settings)
+    steps, size = config.steps, config.size
     image_size = image_size or model.image_size
     for layer in layers:
         _check_layer(model, layer, size)
@@ -196,8 +216,8 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
     out, done = Path(out), {}
     for layer, chans in chosen.items():
         slug = _slug(layer)
-        renders = render_channels(model, layer, chans, out / slug / "renders", steps=steps,
-                                  size=size, seed=seed, progress=progress).records
+        renders = render_channels(model, layer, chans, out / slug / "renders", config,
+                                  devices=devices, progress=progress).records
         patches = layer_patches(model, layer, chans, photos, out / slug, k=k,
                                 source=str(images or "sample_photos"), image_size=image_size,
                                 progress=progress)

@@ -9,15 +9,15 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-
-class ImageReadError(ValueError):
-    """A file that is missing or is not an image."""
+from .errors import ImageReadError, ImageValueError
 
 
 def square_crop(im: Image.Image, size: int) -> Image.Image:
@@ -38,20 +38,32 @@ def _eight_bit(im: Image.Image) -> Image.Image:
 
 def load_image(path, size: int | None = None) -> np.ndarray:
     """Read an image as float32 RGB in [0, 1], (H, W, 3); with ``size``, the largest centered
-    square resized bilinearly to ``size`` x ``size``."""
+    square resized bilinearly to ``size`` x ``size``. A file that is missing, not an image,
+    truncated, or beyond Pillow's ``Image.MAX_IMAGE_PIXELS`` raises ``ImageReadError``."""
     try:
-        with Image.open(path) as im:
-            im = (_eight_bit(im) if im.mode.startswith("I") else im).convert("RGB")
+        with warnings.catch_warnings():  # beyond the limit: refuse, do not decode
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            im = (_eight_bit(im) if im.mode.startswith("I") else im).convert("RGB")  # decodes
             return np.asarray(im if size is None else square_crop(im, size), np.float32) / 255.0
     except FileNotFoundError:
         raise ImageReadError(f"no such file: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ImageReadError(f"{path} is not a readable image ({err.__class__.__name__}); "
-                             "give a JPEG or PNG file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(_too_many_pixels(path, err)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        detail = " ".join(str(err).replace(repr(str(path)), "").split())
+        raise ImageReadError(f"{path} is not a readable image ({err.__class__.__name__}: "
+                             f"{detail}); give a whole JPEG or PNG file") from None
 
 
-class ImageValueError(ValueError):
-    """Images that are not pictures featviz can read: wrong shape or values outside [0, 1]."""
+def _too_many_pixels(path, err: Exception) -> str:
+    """The one-line refusal of an image beyond ``Image.MAX_IMAGE_PIXELS``."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (f"{path} has {pixels}, beyond the limit of {Image.MAX_IMAGE_PIXELS:,} "
+            "(PIL.Image.MAX_IMAGE_PIXELS) that guards against decompression bombs; resize it "
+            "first")
 
 
 def as_images(images) -> np.ndarray:
@@ -168,23 +180,24 @@ def _current_umask() -> int:
     return mask
 
 
-def _write_atomic(path, write, mode: str) -> Path:
+def _write_atomic(path, write, mode: str, permissions: int | None = None) -> Path:
     """Write through a temporary file renamed over ``path``, so that no reader ever sees half a
     file; the file gets the permissions any new file gets (0666 less the umask), not
-    ``mkstemp``'s private 0600. A refusal names ``path``, not the temporary file."""
+    ``mkstemp``'s private 0600, unless ``permissions`` says others. A refusal names ``path``,
+    not the temporary file."""
     path = Path(path)
     try:
-        _replace_with_new_file(path, write, mode)
+        _replace_with_new_file(path, write, mode, permissions)
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from None
     return path
 
 
-def _replace_with_new_file(path: Path, write, mode: str) -> None:
+def _replace_with_new_file(path: Path, write, mode: str, permissions: int | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_current_umask())
+        os.fchmod(fd, 0o666 & ~_current_umask() if permissions is None else permissions)
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)
@@ -208,6 +221,7 @@ def save_npy(array, path) -> Path:
     return _write_atomic(path, lambda f: np.save(f, array), "wb")
 
 
-def write_text_atomic(text: str, path) -> Path:
-    """Write a text file atomically (temp file, then rename)."""
-    return _write_atomic(path, lambda f: f.write(text), "w")
+def write_text_atomic(text: str, path, permissions: int | None = None) -> Path:
+    """Write a text file atomically (temp file, then rename); ``permissions`` as in
+    ``_write_atomic``."""
+    return _write_atomic(path, lambda f: f.write(text), "w", permissions)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from .errors import ObjectiveIndexError
 
 
 @jax.tree_util.register_pytree_node_class
@@ -251,10 +252,6 @@ def _deepdream_value(params, acts, image, static):
 def deepdream(layer: str) -> Objective:
     """Mean squared activation of a whole layer (DeepDream)."""
     return Objective(_deepdream_value, (), ("deepdream", layer), {layer})
-
-
-class ObjectiveIndexError(IndexError):
-    """An objective's channel, class or position outside its layer."""
 
 
 def _indexed(o: Objective):

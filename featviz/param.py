@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .draws import normal, uniform
+from . import config
+from .errors import ConfigError
 
 # Square root of the colour correlation of ImageNet photos (Lucid), scaled so that its
 # largest column has unit norm.
@@ -203,11 +205,9 @@ def maco(size: int, *, contrast: float = 2.0, phase_scale: float = 2.0) -> Param
     return Parameterization(init, to_image, maco_transforms)
 
 
-PARAMETERIZATIONS: dict[str, Callable[[int], Parameterization]] = {
-    "fourier": image,
-    "pixels": functools.partial(image, fft=False),
-    "maco": maco,
-}
+# by the names ``featviz.config.PARAMETERIZATIONS`` lists (the command line offers those)
+PARAMETERIZATIONS: dict[str, Callable[[int], Parameterization]] = dict(zip(
+    config.PARAMETERIZATIONS, (image, functools.partial(image, fft=False), maco), strict=True))
 
 
 def named(name: str, size: int) -> Parameterization | None:
@@ -218,6 +218,6 @@ def named(name: str, size: int) -> Parameterization | None:
     (True, True)
     """
     if name not in PARAMETERIZATIONS:
-        raise ValueError(f"unknown parameterization {name!r}; use one of "
+        raise ConfigError(f"unknown parameterization {name!r}; use one of "
                          f"{', '.join(PARAMETERIZATIONS)}")
     return None if name == "fourier" else PARAMETERIZATIONS[name](size)

@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,13 +15,10 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from .errors import DatasetError
 from .image import ImageReadError, load_image, square_crop, to_uint8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class DatasetError(ValueError):
-    """A missing or empty image folder."""
 
 
 def iter_images(folder, size: int | None = None,
@@ -52,14 +48,14 @@ def iter_images(folder, size: int | None = None,
 
 
 def warn_once() -> Callable[[Path, Exception], None]:
-    """An ``on_error`` for ``iter_images`` that warns of each skipped file once, however often
-    the folder is read."""
+    """An ``on_error`` for ``iter_images`` that warns (``warnings.warn``) of each skipped file
+    once, however often the folder is read."""
     warned = set()
 
     def skipped(path, err):
         if path not in warned:
             warned.add(path)
-            print(f"featviz: warning: skipped: {err}", file=sys.stderr)
+            warnings.warn(f"skipped: {err}", stacklevel=2)
     return skipped
 
 

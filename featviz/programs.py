@@ -12,7 +12,9 @@ does a program that JAX loaded from its own cache (only an executable compiled i
 process is stored).
 
 The store lives in ``<cache directory>/programs`` (and the zoo models' layer shapes, which
-also cost a trace, in ``<cache directory>/shapes``); it is off when the cache is off.
+also cost a trace, in ``<cache directory>/shapes``); it is off when the cache is off. An entry is
+a pickle, so it is read only when the file and its folders up to the cache directory are yours
+and nobody else may write them; otherwise featviz warns once and compiles (``load``).
 
 Example:
     >>> import numpy as np
@@ -31,6 +33,8 @@ import json
 import logging
 import os
 import pickle
+import stat
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -109,6 +113,78 @@ def _path(key: str, kind: str = "programs", suffix: str = ".bin") -> Path | None
     return Path(folder) / kind / f"{key}{suffix}" if folder else None
 
 
+_warned_untrusted = False  # the one warning of an untrusted store, this process
+
+
+def _doubt(path: Path, status: os.stat_result | None = None) -> str | None:
+    """Why someone else could have written ``path`` (None: only you can); raises OSError."""
+    if not hasattr(os, "getuid"):  # Windows: mode bits do not tell who may write
+        return None
+    status = os.stat(path) if status is None else status
+    if status.st_uid != os.getuid():
+        return f"owned by uid {status.st_uid}, not by you (uid {os.getuid()})"
+    if status.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(status.st_mode):o})"
+    return None
+
+
+def _warn_untrusted(path: Path, reason: str) -> None:
+    global _warned_untrusted
+    if not _warned_untrusted:
+        _warned_untrusted = True
+        warnings.warn(f"not loading stored programs: {path} is {reason}, so someone else could "
+                      "have written them; compiling instead (the store is used only where you "
+                      "own it and nobody else may write it)", RuntimeWarning, stacklevel=4)
+
+
+def _folders_doubt(folder: Path) -> tuple[Path, str] | None:
+    """The first of the cache directory and ``folder`` in it that someone else could write,
+    and why; None when only you can write both."""
+    for path in (folder.parent, folder):  # from the top: a folder of yours holds what it holds
+        reason = _doubt(path)
+        if reason:
+            return path, reason
+    return None
+
+
+def _read_trusted(path: Path) -> bytes | None:
+    """The bytes of a store entry, or None when it is missing, unreadable or untrusted (then
+    warned of, once): it and its folders must be yours and writable by you only."""
+    try:
+        doubt = _folders_doubt(path.parent)
+        if doubt is None:
+            with open(path, "rb") as f:  # the folders are yours: nobody swaps the file now
+                reason = _doubt(path, os.fstat(f.fileno()))
+                if reason is None:
+                    return f.read()
+                doubt = path, reason
+    except OSError:
+        return None
+    _warn_untrusted(*doubt)
+    return None
+
+
+def _own_folder(kind: str) -> Path | None:
+    """``<cache directory>/<kind>``, made private (0700) where it is missing; None when the
+    store is off, or someone else could write the folder (warned of, once)."""
+    root = cache.cache_dir()
+    if not root:
+        return None
+    folder = Path(root) / kind
+    try:
+        Path(root).mkdir(mode=0o700, parents=True, exist_ok=True)
+        reason = _doubt(folder.parent)  # nothing is made in a folder others could write
+        if reason is None:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        doubt = (folder.parent, reason) if reason else _folders_doubt(folder)
+    except OSError:
+        return None
+    if doubt:
+        _warn_untrusted(*doubt)
+        return None
+    return folder
+
+
 def layer_shape(model, layer: str, size: int, compute) -> tuple:
     """``compute()`` (a layer's activation shape, which costs a trace of the network), kept in
     the store for zoo models: a new process looks it up instead of tracing."""
@@ -117,16 +193,17 @@ def layer_shape(model, layer: str, size: int, compute) -> tuple:
     path = _path(program_key({"what": "layer shape", "model": model.program_id, "layer": layer,
                               "weights": weight_signature(model.params), "size": size}),
                  "shapes", ".json")
-    if path is not None and path.is_file():
+    text = _read_trusted(path) if path is not None and path.is_file() else None
+    if text is not None:
         try:
-            return tuple(json.loads(path.read_text()))
-        except (OSError, ValueError):
+            return tuple(json.loads(text))
+        except ValueError:
             pass
     shape = compute()
-    if path is not None:
+    if path is not None and _own_folder("shapes"):
         from .image import write_text_atomic
         try:
-            write_text_atomic(json.dumps(list(shape)), path)
+            write_text_atomic(json.dumps(list(shape)), path, permissions=0o600)
         except OSError:
             pass
     return shape
@@ -151,14 +228,18 @@ def jax_cache_hits() -> int:
 
 
 def load(key: str):
-    """The stored executable for ``key``, or None (no store, no entry, or an unreadable one)."""
+    """The stored executable for ``key``, or None (no store, no entry, an unreadable one, or
+    one that someone else could have written: see ``_read_trusted``)."""
     from jax.experimental.serialize_executable import deserialize_and_load
 
-    path = _path(key)
-    if path is None or not path.is_file():
+    path = _path(key)  # the folders are made private before JAX's cache makes the root
+    if path is None or _own_folder("programs") is None or not path.is_file():
+        return None
+    blob = _read_trusted(path)
+    if blob is None:
         return None
     try:
-        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        payload, in_tree, out_tree = pickle.loads(blob)
         compiled = deserialize_and_load(payload, in_tree, out_tree)
     except Exception as err:  # noqa: BLE001 - a damaged or foreign entry is compiled anew
         log.warning("removed unreadable stored program %s (%s)", path.name, err)
@@ -169,16 +250,16 @@ def load(key: str):
 
 
 def save(key: str, compiled) -> None:
-    """Store ``compiled`` under ``key`` (atomically; a failure only costs the next process a
-    compilation)."""
+    """Store ``compiled`` under ``key`` (atomically, readable by you only; a failure only
+    costs the next process a compilation). Nothing is stored in a folder others could write."""
     from jax.experimental.serialize_executable import serialize
 
     from .image import _write_atomic
     path = _path(key)
-    if path is None:
+    if path is None or _own_folder("programs") is None:
         return
     try:
         blob = pickle.dumps(serialize(compiled))
-        _write_atomic(path, lambda f: f.write(blob), "wb")
+        _write_atomic(path, lambda f: f.write(blob), "wb", permissions=0o600)
     except Exception as err:  # noqa: BLE001 - e.g. a backend that cannot serialize
         log.warning("could not store program %s (%s)", path.name, err)

@@ -17,10 +17,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import objectives as obj
 from .attribution import PROJECTIONS
+from .config import RenderConfig
 from .engine import Renderer, channel_keys
 from .image import make_grid
 from .models.base import Model
-from .param import named as named_param
 from .photos import sample_photos, square_resize
 from .top_patches import patch_projections, top_patches
 
@@ -53,22 +53,30 @@ def _titled_row(parts: list[tuple[str, np.ndarray]], pad: int = 8) -> np.ndarray
     return np.asarray(canvas)
 
 
-def unit_sheet(model: Model, layer: str, channel: int, *, images=None, k: int = 9,
-               steps: int = 256, size: int = 128, seed: int = 0,
-               image_size: int | None = None, activation: str = "pre", lr: float = 0.05,
-               lr_ramp: tuple[float, float] | None = None,
-               param: str = "fourier") -> np.ndarray:
-    """The sheet of ``channel`` of ``layer`` as a uint8 (H, W, 3) image: its feature
-    visualization (``steps`` at ``size`` px, Adam's ``lr`` ramped by ``lr_ramp``, None for the
-    renderer's default ramp; the parameterization named ``param``), its top-``k`` patches among
-    ``images`` (``(name, image)`` pairs; default: ``sample_photos()``) searched at
-    ``image_size`` px (default: the model's input size), and their deconvnet and guided
-    projections."""
+UNIT_CONFIG = RenderConfig(steps=256)  # a unit sheet's default render settings
+
+
+def unit_sheet(model: Model, layer: str, channel: int, config: RenderConfig | None = None, *,
+               images=None, k: int = 9, image_size: int | None = None,
+               **settings) -> np.ndarray:
+    """The sheet of ``channel`` of ``layer`` as a uint8 (H, W, 3) image.
+
+    Args:
+        model: the network.
+        layer: a layer with a spatial map.
+        channel: the channel shown.
+        config: how its feature visualization is rendered (default: ``UNIT_CONFIG``);
+            keyword ``settings`` (``steps=64, size=96, ...``) change it.
+        images: ``(name, image)`` pairs searched for the top patches (default:
+            ``sample_photos()``).
+        k: top patches shown, with their deconvnet and guided projections.
+        image_size: the side the photos are searched at (default: the model's input size).
+    """
+    config = (config or UNIT_CONFIG).replace(**settings)
     layer = model.spatial_layer(layer)
     image_size = image_size or model.image_size
-    render = Renderer(model, size=size, steps=steps, activation=activation, lr=lr,
-                      lr_ramp=lr_ramp, param=named_param(param, size))(
-        [obj.channel(layer, channel)], channel_keys(seed, [channel]))
+    render = Renderer(model, config)([obj.channel(layer, channel)],
+                                     channel_keys(config.seed, [channel]))
     photos = list(sample_photos() if images is None else images)
     found = top_patches(model, photos, layer, [channel], k=k, size=image_size)
     examples = found.examples[channel]

@@ -12,6 +12,9 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
 # Keras (tests/test_keras.py, docstring examples) runs on JAX; set before keras is imported.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import logging
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,6 +33,34 @@ class TinyCNN(nn.Module):
         x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
         self.sow("intermediates", "relu2", x)
         return nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
+
+
+class CompileLog(logging.Handler):
+    """Names of the programs JAX traces and lowers (compiled, or loaded from the cache)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.programs = []
+
+    def emit(self, record):
+        found = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
+        if found:
+            self.programs.append(found.group(1))
+
+
+@pytest.fixture
+def compilations():
+    """The names of the programs traced and lowered while a test runs (the render program's is
+    ``run_segment``); a program loaded from featviz's program store is not traced."""
+    log, logger = CompileLog(), logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(log)
+    logger.setLevel(logging.DEBUG)
+    jax.config.update("jax_log_compiles", True)
+    yield log.programs
+    jax.config.update("jax_log_compiles", False)
+    logger.removeHandler(log)
+    logger.setLevel(old_level)
 
 
 LONGEST_FIRST = ("test_notebooks.py", "test_docs.py::test_readme")

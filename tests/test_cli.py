@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from featviz.engine import Renderer
-from featviz.atlas import parse_channels, ChannelRangeError
+from featviz.channels import parse_channels
+from featviz.errors import ChannelRangeError
 from featviz.cli import OPTION_RANGES, build_parser, main
 from featviz.models.efficientnet_lite import default_weights_path
 
@@ -293,28 +294,26 @@ def test_other_copy_of_weights(tmp_path, capsys):
     assert main(["layers", "--weights", str(copy)]) == 0
 
 
-def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch):
+def test_auto_chunk_size_fits_free_accelerator_memory(lite0, monkeypatch, compilations):
     """The accelerator branch, exercised on the CPU: a device that reports 1 GiB free gets a
     chunk sized from the traced network (nothing is compiled to size it), whose compiled
     program then fits in that memory, and chunks are balanced."""
     import types
 
-    import featviz.atlas as atlas
-    from featviz import engine
-    from featviz.engine import program_bytes
+    from featviz import memory, objectives as obj
+    from featviz.engine import channel_keys
 
     renderer = Renderer(lite0, size=64, steps=2)
     gpu = types.SimpleNamespace(platform="gpu", device_kind="simulated GPU")
     monkeypatch.setattr(Renderer, "devices", property(lambda self: [gpu]))
-    for module in (atlas, engine):
-        monkeypatch.setattr(module, "free_memory_bytes", lambda device: 2 ** 30)
-    chunk = atlas.auto_chunk_size(renderer, "blocks_8", 4096)
-    assert renderer.traces == 0  # no probe program
-    objs = [atlas.obj.channel("blocks_8", 0)] * chunk
-    need = program_bytes(renderer.compiled(objs, atlas.channel_keys(0, [0] * chunk)))
-    assert 0.2 * 2 ** 30 < need <= atlas.MEMORY_SHARE * 2 ** 30
-    assert atlas.chunk_sizes(1280, 1000) == 640 and atlas.chunk_sizes(1280, 1280) == 1280
-    assert atlas.chunk_sizes(10, 8, n_devices=4) == 8 and atlas.chunk_sizes(9, 4, 4) == 4
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 2 ** 30)
+    chunk = memory.auto_chunk_size(renderer.settings, renderer.devices, "blocks_8", 4096)
+    assert "run_segment" not in compilations  # no probe program
+    objs = [obj.channel("blocks_8", 0)] * chunk
+    need = memory.program_bytes(renderer.compiled(objs, channel_keys(0, [0] * chunk)))
+    assert 0.2 * 2 ** 30 < need <= memory.MEMORY_SHARE * 2 ** 30
+    assert memory.chunk_sizes(1280, 1000) == 640 and memory.chunk_sizes(1280, 1280) == 1280
+    assert memory.chunk_sizes(10, 8, n_devices=4) == 8 and memory.chunk_sizes(9, 4, 4) == 4
 
 
 def test_unit_sheet(tmp_path, capsys):
@@ -404,15 +403,6 @@ def test_help_shows_the_defaults(command, shown, capsys):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(s in text for s in shown) and "(default: None)" not in text
-
-
-def test_parser_method_choices_are_the_library_tables():
-    from featviz import attribution, engine, param
-    from featviz.cli import classic, common, rendering
-    assert classic.PROJECTION_METHODS == tuple(attribution.PROJECTIONS)
-    assert rendering.PARAMETERIZATION_NAMES == tuple(param.PARAMETERIZATIONS)
-    assert rendering.DEFAULT_LR_RAMP == engine.DEFAULT_LR_RAMP
-    assert common.RAMP_RANGE == engine.RAMP_RANGE
 
 
 def test_maco_from_the_command_line(tmp_path):

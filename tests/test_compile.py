@@ -1,8 +1,6 @@
 """Compilation: one program per job, none for another seed, step count, learning rate or set
 of channels, and compiled programs found again by a new process in the persistent cache."""
-import logging
 import os
-import re
 import subprocess
 import sys
 
@@ -11,43 +9,17 @@ import numpy as np
 import pytest
 
 import featviz
-from featviz import atlas, objectives as obj
+from featviz import jobs, objectives as obj
 from featviz.engine import SEGMENT
 
 
-class CompileLog(logging.Handler):
-    """Names of the programs JAX traces and lowers (compiled, or loaded from the cache)."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.programs = []
-
-    def emit(self, record):
-        found = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
-        if found:
-            self.programs.append(found.group(1))
-
-
-@pytest.fixture
-def compilations():
-    log, logger = CompileLog(), logging.getLogger("jax")
-    old_level = logger.level
-    logger.addHandler(log)
-    logger.setLevel(logging.DEBUG)
-    jax.config.update("jax_log_compiles", True)
-    yield log.programs
-    jax.config.update("jax_log_compiles", False)
-    logger.removeHandler(log)
-    logger.setLevel(old_level)
-
-
 def test_atlas_of_a_layer_compiles_one_render_program(lite0, tmp_path, compilations):
-    result = atlas.render_channels(lite0, "blocks_1", range(12), tmp_path / "a", steps=40,
-                                   size=32, chunk_size=4, progress=False)
+    result = jobs.render_channels(lite0, "blocks_1", range(12), tmp_path / "a", steps=40,
+                                  size=32, chunk=4, progress=False)
     assert len(result.records) == 12
-    assert compilations.count("_segment") == 1, compilations
+    assert compilations.count("run_segment") == 1, compilations
     # besides: the keys, and the final images' objectives through the model's forward program
-    assert set(compilations) <= {"_segment", "forward", "_evaluate"}, compilations
+    assert set(compilations) <= {"run_segment", "forward", "evaluate"}, compilations
 
 
 def test_other_steps_seed_lr_channels_compile_nothing(lite0, compilations):
@@ -56,7 +28,7 @@ def test_other_steps_seed_lr_channels_compile_nothing(lite0, compilations):
     compilations.clear()
     other = renderer([obj.channel("blocks_1", c) for c in (5, 9)], featviz.channel_keys(3, [5, 9]),
                      steps=45, lr=0.02, redirect_steps=0)
-    assert compilations == [] and renderer.traces == 1
+    assert compilations == []
     assert other.trace.shape == (2, 45) and first.trace.shape == (2, 8)
     assert not np.array_equal(first.images, other.images)
 
@@ -72,15 +44,15 @@ def test_steps_in_segments_equal_one_long_run(tiny_model):
     np.testing.assert_array_equal(long.trace[:, :SEGMENT + 1], short.trace)
 
 
-def test_learning_rate_is_data_and_changes_the_image(tiny_model):
+def test_learning_rate_is_data_and_changes_the_image(tiny_model, compilations):
     renderer = featviz.Renderer(tiny_model, size=32, steps=8)
     objs, keys = [obj.channel("conv1", 1)], featviz.channel_keys(0, [1])
     slow, fast = renderer(objs, keys, lr=0.001), renderer(objs, keys, lr=0.1)
-    assert renderer.traces == 1
+    assert compilations.count("run_segment") == 1
     assert fast.final[0] > slow.final[0]
 
 
-def test_learning_rate_ramp_is_data(tiny_model):
+def test_learning_rate_ramp_is_data(tiny_model, compilations):
     """A flat ramp at twice the rate is that rate, to the bit; a falling ramp is another
     render; neither compiles again."""
     renderer = featviz.Renderer(tiny_model, size=32, steps=SEGMENT + 3)
@@ -88,7 +60,7 @@ def test_learning_rate_ramp_is_data(tiny_model):
     doubled = renderer(objs, keys, lr=0.05, lr_ramp=(2, 2))
     flat = renderer(objs, keys, lr=0.1, lr_ramp=(1, 1))
     falling = renderer(objs, keys, lr=0.1, lr_ramp=(1.5, 0.5))
-    assert renderer.traces == 1
+    assert compilations.count("run_segment") == 1
     np.testing.assert_array_equal(doubled.images, flat.images)
     assert np.abs(falling.images - flat.images).max() > 0.01
 
@@ -190,7 +162,7 @@ def test_a_program_loaded_from_jax_cache_is_not_stored(tmp_path):
     assert len(list((tmp_path / "c").glob("*.png"))) == 2
 
 
-def test_damaged_stored_program_is_compiled_again(tmp_path, monkeypatch):
+def test_damaged_stored_program_is_compiled_again(tmp_path, monkeypatch, compilations):
     from featviz import cache, programs
     monkeypatch.setattr(cache, "cache_dir", lambda: str(tmp_path))
     model = featviz.load_model("tiny")
@@ -198,9 +170,10 @@ def test_damaged_stored_program_is_compiled_again(tmp_path, monkeypatch):
     first = featviz.Renderer(model, size=40, steps=4)(objs, keys)  # a program no other test has
     [entry] = (tmp_path / "programs").iterdir()
     entry.write_bytes(b"not a program")
+    compilations.clear()
     again = featviz.Renderer(model, size=40, steps=4)
     np.testing.assert_array_equal(again(objs, keys).images, first.images)
-    assert again.traces == 1 and not entry.exists()  # removed, and compiled instead
+    assert compilations.count("run_segment") == 1 and not entry.exists()  # removed, and compiled instead
     assert programs.load(entry.stem) is None
 
 

@@ -50,28 +50,31 @@ def test_neuron_counts_negative_coordinates_from_the_end():
     (obj.neuron("fc", 3), "layer 'fc' has no spatial map .* use channel"),
     (obj.direction("relu2", np.ones(5)), "direction has 5 components but layer 'relu2' has 16"),
 ])
-def test_out_of_range_indices_are_refused_before_compiling(tiny_model, objective, message):
+def test_out_of_range_indices_are_refused_before_compiling(tiny_model, objective, message,
+                                                           compilations):
     r = featviz.Renderer(tiny_model, size=32, steps=2)
     with pytest.raises(obj.ObjectiveIndexError, match=message):
         r([objective], jax.random.split(jax.random.key(0), 1))
-    assert r.traces == 0
+    assert "run_segment" not in compilations
 
 
 @pytest.mark.parametrize("call, message", [
     (lambda r, o, k: r([], k[:0]), "0 objectives and 0 keys"),
     (lambda r, o, k: r([o] * 3, k), "3 objectives and 1 keys"),
-    (lambda r, o, k: r([o], k, lr=float("nan")), "lr must be a positive number, not nan"),
-    (lambda r, o, k: r([o], k, lr=-0.05), "lr must be a positive number"),
+    (lambda r, o, k: r([o], k, lr=float("nan")), "lr must be a finite number above 0 .* not nan"),
+    (lambda r, o, k: r([o], k, lr=-0.05), "lr must be a finite number above 0"),
+    (lambda r, o, k: r([o], k, steps=0), "steps must be from 1"),
+    (lambda r, o, k: r([o], k, size=64), "a call may set steps, lr, lr_ramp, redirect_steps"),
 ])
-def test_calls_that_cannot_render_are_refused(tiny_model, call, message):
+def test_calls_that_cannot_render_are_refused(tiny_model, call, message, compilations):
     r = featviz.Renderer(tiny_model, size=32, steps=2)
     with pytest.raises(ValueError, match=message):
         call(r, obj.channel("relu2", 0), featviz.channel_keys(0, [0]))
-    assert r.traces == 0
+    assert "run_segment" not in compilations
 
 
 def test_renderer_settings_that_cannot_work_are_refused(tiny_model):
-    with pytest.raises(ValueError, match="size must be a whole number of pixels"):
+    with pytest.raises(ValueError, match="size must be from 16 to 4096, not 0"):
         featviz.Renderer(tiny_model, size=0)
     with pytest.raises(ValueError, match=r"makes images of shape \(32, 32, 3\) but this "
                                          r"renderer needs \(64, 64, 3\)"):
@@ -159,14 +162,47 @@ def test_diversity_prefers_different_images():
 
 # --- parameterizations and transforms ---------------------------------------------------------
 
-def test_fft_param_matches_numpy():
-    p = param.fft_spectrum(16, sd=1.0)
-    coeffs = np.asarray(p.init(jax.random.key(0)))
-    freqs = param.rfft2d_freqs(16, 16)
-    scale = 1.0 / np.maximum(freqs, 1.0 / 16)
-    spectrum = (coeffs[0] + 1j * coeffs[1]) * scale[..., None]
-    expected = np.fft.irfft2(spectrum, s=(16, 16), axes=(0, 1), norm="ortho") / 4
-    np.testing.assert_allclose(p.to_image(jnp.asarray(coeffs)), expected, atol=1e-5)
+# The oracle: Lucid, optvis/param/spatial.py (tensorflow/lucid, Apache-2.0), its rfft2d_freqs
+# as written and its fft_image's scaling and inverse transform, TensorFlow's ops in NumPy
+# (tf.signal.irfft2d is np.fft.irfft2 over the last two axes: both normalized by 1/(h*w), both
+# inferring the width 2*(w_f - 1) from w_f columns).
+def _lucid_rfft2d_freqs(h, w):
+    """Computes 2D spectrum frequencies."""
+
+    fy = np.fft.fftfreq(h)[:, None]
+    # when we have an odd input dimension we need to keep one additional
+    # frequency and later cut off 1 pixel
+    if w % 2 == 1:
+        fx = np.fft.fftfreq(w)[: w // 2 + 2]
+    else:
+        fx = np.fft.fftfreq(w)[: w // 2 + 1]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+def _lucid_fft_image(spectrum_real_imag_t, h, w, decay_power=1):
+    """Lucid's fft_image given its variable, (2, batch, ch) + rfft2d_freqs(h, w).shape."""
+    freqs = _lucid_rfft2d_freqs(h, w)
+    spectrum_t = spectrum_real_imag_t[0] + 1j * spectrum_real_imag_t[1]
+    scale = 1.0 / np.maximum(freqs, 1.0 / max(w, h)) ** decay_power
+    scale *= np.sqrt(w * h)
+    scaled_spectrum_t = scale * spectrum_t
+    image_t = np.transpose(np.fft.irfft2(scaled_spectrum_t), (0, 2, 3, 1))
+    image_t = image_t[:, :h, :w, :]
+    return image_t / 4.0
+
+
+@pytest.mark.parametrize("size,decay_power", [(16, 1.0), (64, 1.0), (16, 1.5)])
+def test_fft_param_is_lucids_fft_image(size, decay_power):
+    """The Fourier image is Lucid's fft_image of the same coefficients, no constant between them:
+    Lucid multiplies the scale by sqrt(h*w) and inverts with irfft2d's 1/(h*w), featviz inverts
+    the spectrum without that factor with norm="ortho"'s 1/sqrt(h*w). Even sizes only: for an odd
+    width Lucid keeps one more column of coefficients (w // 2 + 2) and crops a wider image."""
+    p = param.fft_spectrum(size, sd=1.0, decay_power=decay_power)
+    coeffs = np.asarray(p.init(jax.random.key(0)))  # (2, h, w // 2 + 1, channels)
+    assert coeffs.shape[1:3] == _lucid_rfft2d_freqs(size, size).shape
+    lucid = _lucid_fft_image(coeffs.transpose(0, 3, 1, 2)[:, None], size, size, decay_power)[0]
+    assert np.abs(lucid).max() > 0.1  # not a vanishing image
+    np.testing.assert_allclose(p.to_image(jnp.asarray(coeffs)), lucid, rtol=0, atol=1e-5)
 
 
 def test_image_param_is_valid_rgb():
@@ -299,11 +335,11 @@ def test_batched_render_equals_per_channel_renders(tiny_model):
         np.testing.assert_allclose(one.images[0], batch.images[i], atol=2e-4)
 
 
-def test_new_channel_does_not_recompile(tiny_model):
+def test_new_channel_does_not_recompile(tiny_model, compilations):
     r = featviz.Renderer(tiny_model, size=32, steps=4)
     for c in range(4):
         r([obj.channel("relu1", c), obj.channel("relu1", 7 - c)], featviz.channel_keys(0, [c, 7 - c]))
-    assert r.traces == 1
+    assert compilations.count("run_segment") == 1
 
 
 def test_same_seed_same_image_other_seed_other_image(tiny_model):
@@ -330,13 +366,13 @@ def test_diversity_term_makes_the_batch_less_alike(tiny_model):
     assert 1 + scores[10.0] > 10 * (1 + scores[None])
 
 
-def test_a_list_of_several_forms_is_one_program_and_keeps_each_image(tiny_model):
+def test_a_list_of_several_forms_is_one_program_and_keeps_each_image(tiny_model, compilations):
     listed = [obj.channel("relu2", 3), obj.class_logit(4, layer="fc"), obj.channel("relu2", 5),
               obj.neuron("relu1", 2)]
     keys = featviz.channel_keys(0, range(4))
     renderer = featviz.Renderer(tiny_model, size=32, steps=16)
     together = renderer(listed, keys)
-    assert renderer.traces == 1 and together.images.shape == (4, 32, 32, 3)
+    assert compilations.count("run_segment") == 1 and together.images.shape == (4, 32, 32, 3)
     for i, objective in enumerate(listed):  # each image as if rendered alone
         alone = featviz.Renderer(tiny_model, size=32, steps=16)([objective], keys[i:i + 1])
         np.testing.assert_allclose(together.images[i], alone.images[0], atol=1e-4)
@@ -349,11 +385,12 @@ def test_pretrained_channel_rises(lite0):
 
 
 def test_too_large_chunk_is_refused_with_a_suggestion(tiny_model, monkeypatch):
-    from featviz import engine
+    from featviz import memory
+    from featviz.errors import ChunkTooLargeError
 
-    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 100_000)
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 100_000)
     r = featviz.Renderer(tiny_model, size=32, steps=2)
-    with pytest.raises(engine.ChunkTooLargeError, match=r"use --chunk \d+"):
+    with pytest.raises(ChunkTooLargeError, match=r"use chunk=\d+"):
         r([obj.channel("conv1", c) for c in range(8)], featviz.channel_keys(0, range(8)))
 
 
@@ -378,7 +415,7 @@ def test_nnx_module_renders():
 
 def test_bfloat16_compute_keeps_float32_images_and_rises(tiny_model):
     r32 = featviz.Renderer(tiny_model, size=32, steps=32, transforms=[])
-    r16 = featviz.Renderer(tiny_model, size=32, steps=32, transforms=[], compute_dtype=jnp.bfloat16)
+    r16 = featviz.Renderer(tiny_model, size=32, steps=32, transforms=[], precision="bfloat16")
     objs, keys = [obj.channel("conv1", c) for c in range(3)], featviz.channel_keys(0, range(3))
     full, half = r32(objs, keys), r16(objs, keys)
     assert half.images.dtype == np.float32 and half.trace.dtype == np.float32
@@ -496,7 +533,7 @@ def test_capped_layer_optimizes_its_pre_activation_by_default():
     np.testing.assert_array_equal(post.final, post.final_post)
     capped = post.final >= 6.0 - 1e-4  # stalled at the cap: its gradient is zero there
     assert capped.any() and (pre.final[capped] > 12.0).all()  # past the cap it still climbs
-    with pytest.raises(ValueError, match="'pre' or 'post'"):
+    with pytest.raises(ValueError, match="activation must be one of pre, post"):
         featviz.Renderer(model, size=16, activation="after")
 
 

@@ -17,7 +17,8 @@ import sys
 import warnings
 
 from . import classic, rendering, site
-from .common import OPTION_RANGES, UsageError, check_distributed, check_options, user_errors
+from ..errors import FeatvizError, UsageError
+from .common import OPTION_RANGES, check_distributed, check_options, with_flags
 
 __all__ = ["OPTION_RANGES", "UsageError", "build_parser", "main"]
 
@@ -67,7 +68,7 @@ def _run(args) -> None:
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings as the commands print them: one line, no source location."""
-    print(f"featviz: warning: {message}", file=sys.stderr)
+    print(f"featviz: warning: {with_flags(str(message))}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -83,13 +84,13 @@ def main(argv=None) -> int:
         print(f"featviz: error: cannot write {err.filename or 'a file'} ({err.strerror}); "
               "check the output path and free space", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - user mistakes and running out of memory only
-        if isinstance(err, UsageError) or isinstance(err, user_errors()):
-            print(f"featviz: error: {err}", file=sys.stderr)
-        elif "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
-            print("featviz: error: out of memory for this job; use a smaller --size, --chunk or "
-                  "--batch", file=sys.stderr)
-        else:
+    except FeatvizError as err:  # a user mistake: one line
+        print(f"featviz: error: {with_flags(str(err))}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - running out of memory, else a bug: re-raised
+        if "RESOURCE_EXHAUSTED" not in str(err) and not isinstance(err, MemoryError):
             raise
+        print("featviz: error: out of memory for this job; use a smaller --size, --chunk or "
+              "--batch", file=sys.stderr)
         return 2
     return 0

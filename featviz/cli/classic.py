@@ -5,8 +5,8 @@
     featviz project IMAGE --layer L --channel C [--method deconvnet|guided] --out p.png
     featviz saliency IMAGE [--class K] [--method vanilla|smoothgrad|gradxinput] --out s.png
     featviz gradcam IMAGE [--class K] [--layer L] [--method gradcam|cam] --out heat.png
-    featviz unit --layer L --channel C [--images DIR] [--k 9] [--steps N] [--lr-ramp A,B]
-        [--param P] --out sheet.png
+    featviz unit --layer L --channel C [--images DIR] [--k 9] [every render option: --steps N
+        --size PX --lr-ramp A,B --param P ...] --out sheet.png
 
 Map commands also take ``--save-array FILE.npy`` for the raw array.
 """
@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import json
 
-from .common import (add_model_options, check_png_outputs, lr_ramp, model_from_args,
-                     picked_channels, plural, writable_dir)
-from .rendering import add_optimization_options
+from ..config import PROJECTIONS
+from .common import (add_model_options, add_render_options, check_png_outputs, model_from_args,
+                     picked_channels, plural, render_config, writable_dir)
 
-# ``featviz.attribution.PROJECTIONS``, spelled out so that building the parser needs no JAX
-# (a test checks that the two agree)
-PROJECTION_METHODS = ("deconvnet", "guided")
 SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput")
 
 
@@ -125,10 +122,8 @@ def cmd_unit(args):
     check_png_outputs(args)
     model = model_from_args(args)
     images = iter_images(args.images, None, warn_once()) if args.images else None
-    sheet = unit_sheet(model, args.layer, args.channel, images=images, k=args.k,
-                       steps=args.steps, size=args.size, seed=args.seed,
-                       image_size=args.image_size, activation=args.activation, lr=args.lr,
-                       lr_ramp=lr_ramp(args.lr_ramp), param=args.param)
+    sheet = unit_sheet(model, args.layer, args.channel, render_config(args), images=images,
+                       k=args.k, image_size=args.image_size)
     save_png(sheet, args.out)
     found = "top patch" if args.k == 1 else f"top {args.k} patches"
     print(f"wrote {args.out} ({args.layer}:{args.channel}: feature visualization, {found}, "
@@ -166,7 +161,7 @@ def register(sub) -> None:
     p = command("project", "deconvnet / guided-backprop projection of a channel", cmd_project)
     p.add_argument("--layer", required=True)
     p.add_argument("--channel", type=int, required=True)
-    p.add_argument("--method", choices=PROJECTION_METHODS, default="deconvnet",
+    p.add_argument("--method", choices=PROJECTIONS, default="deconvnet",
                    help="the backward rule")
     p.add_argument("--reduce", choices=("max", "mean"), default="max",
                    help="project the channel's strongest unit or its mean")
@@ -190,11 +185,6 @@ def register(sub) -> None:
     p.add_argument("--channel", type=int, required=True)
     p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
     p.add_argument("--k", type=int, default=9, help="top patches")
-    p.add_argument("--steps", type=int, default=256, help="feature visualization steps")
-    p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
     p.add_argument("--image-size", type=int, default=None,
                    help="side the photos are searched at (default: the model's input size)")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    p.add_argument("--activation", choices=["pre", "post"], default="pre",
-                   help="on a rectified layer, visualize its values before the rectifier (default)")
-    add_optimization_options(p)
+    add_render_options(p, steps=256)

@@ -1,5 +1,5 @@
-"""What the commands share: the model and rendering options, the user-error classes, and the
-checks made before any work (option ranges, a writable output).
+"""What the commands share: the model and render options, the checks made before any work
+(option ranges, a writable output), and the flags that library messages' arguments stand for.
 
 Nothing here imports JAX, so ``featviz --help`` and a mistyped option answer at once.
 
@@ -14,39 +14,13 @@ Example:
 """
 from __future__ import annotations
 
-import math
+import re
 import tempfile
 from pathlib import Path
 
-
-class UsageError(ValueError):
-    """A bad command-line value."""
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The exception classes that mean a user mistake (printed as one line, exit status 2)."""
-    from ..atlas import ChannelRangeError, SizeError
-    from ..attribution import ClassifierError, ClassIndexError
-    from ..engine import ChunkTooLargeError
-    from ..image import ImageReadError
-    from ..models import UnknownLayerError, UnknownModelError, WeightsFileError
-    from ..models.keras import KerasModelError, KerasUnavailableError
-    from ..objectives import ObjectiveIndexError
-    from ..photos import DatasetError
-    return (UsageError, ChannelRangeError, ChunkTooLargeError, SizeError, ImageReadError,
-            UnknownLayerError, UnknownModelError, WeightsFileError, ClassIndexError,
-            ClassifierError, DatasetError, KerasModelError, KerasUnavailableError,
-            ObjectiveIndexError)
-
-
-# Every numeric option of every command: (lowest, highest) allowed; None is unbounded. "lr"
-# must also be finite and above zero.
-OPTION_RANGES = {
-    "steps": (1, 1_000_000), "size": (16, 4096), "seed": (0, 2**32 - 1), "lr": (0, 100),
-    "chunk": (1, None), "columns": (1, None), "top": (1, None), "k": (1, 10_000),
-    "batch": (1, None), "samples": (1, 10_000), "channel": (0, None), "class_id": (0, None),
-    "num_processes": (1, None), "process_id": (0, None), "image_size": (16, 4096),
-}
+from ..config import (ACTIVATIONS, DEFAULT_LR, DEFAULT_LR_RAMP, OPTION_RANGES, PARAMETERIZATIONS,
+                      PRECISIONS, RenderConfig, checked_ramp, range_error)
+from ..errors import ConfigError, UsageError
 
 
 def check_options(args) -> None:
@@ -54,22 +28,12 @@ def check_options(args) -> None:
     malformed ``--lr-ramp``)."""
     if getattr(args, "lr_ramp", None) is not None:
         lr_ramp(args.lr_ramp)
-    for name, (lowest, highest) in OPTION_RANGES.items():
+    for name in OPTION_RANGES:
         value = getattr(args, name, None)
-        if value is None:
-            continue
         flag = "--class" if name == "class_id" else "--" + name.replace("_", "-")
-        if name == "lr":
-            if not (math.isfinite(value) and lowest < value <= highest):
-                raise UsageError(f"{flag} must be a finite number above {lowest} and at most "
-                                 f"{highest}, not {value}")
-        elif value < lowest or (highest is not None and value > highest):
-            bounds = f"from {lowest} to {highest}" if highest is not None else f"at least {lowest}"
-            raise UsageError(f"{flag} must be {bounds}, not {value}")
-
-
-# ``featviz.engine.RAMP_RANGE``, spelled out so that checking options needs no JAX
-RAMP_RANGE = (1e-3, 1e3)
+        problem = None if value is None else range_error(name, value, flag)
+        if problem:
+            raise UsageError(problem)
 
 
 def lr_ramp(text: str) -> tuple[float, float]:
@@ -80,14 +44,9 @@ def lr_ramp(text: str) -> tuple[float, float]:
     (1.6, 0.5)
     """
     try:
-        first, last = (float(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(f"--lr-ramp {text}: give two numbers FIRST,LAST, e.g. 1.6,0.5 "
-                         "(1,1 for a constant rate)") from None
-    low, high = RAMP_RANGE
-    if not all(low <= r <= high for r in (first, last)):  # also refuses NaN
-        raise UsageError(f"--lr-ramp {text}: both multiples must be from {low:g} to {high:g}")
-    return first, last
+        return checked_ramp(text, f"--lr-ramp {text}:")
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
 
 
 def check_distributed(args) -> None:
@@ -121,7 +80,7 @@ def plural(n: int, noun: str) -> str:
 
 def picked_channels(model, layer: str, spec: str | None) -> list[int]:
     """The channels of ``layer`` (its name checked) that a ``--channels`` spec picks."""
-    from ..atlas import parse_channels
+    from ..channels import parse_channels
     return parse_channels(spec, model.channels(model.check_layer(layer)), layer)
 
 
@@ -183,3 +142,56 @@ def check_png_outputs(args) -> None:
     writable_file(args.out)
     if getattr(args, "save_array", None):
         writable_file(args.save_array, "--save-array")
+
+
+_DEFAULTS = RenderConfig()
+
+
+def add_render_options(p, *, steps: int = _DEFAULTS.steps):
+    """Every render setting of ``RenderConfig`` as an option, with its default (``steps``: this
+    command's); ``render_config`` reads them back. Returns the parser."""
+    p.add_argument("--steps", type=int, default=steps, help="gradient-ascent steps")
+    p.add_argument("--size", type=int, default=_DEFAULTS.size, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed,
+                   help="the same seed gives the same images")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
+    p.add_argument("--lr-ramp", default=",".join(map(str, DEFAULT_LR_RAMP)), metavar="FIRST,LAST",
+                   help="the learning rate goes linearly from FIRST x --lr at the first step "
+                   "to LAST x --lr at the last; 1,1 keeps it constant (Lucid)")
+    p.add_argument("--param", choices=PARAMETERIZATIONS, default=_DEFAULTS.param,
+                   help="image parameterization: Lucid's Fourier basis, raw pixels, or MaCo "
+                   "(phase only, photo magnitude spectrum, with its own crops)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=_DEFAULTS.activation,
+                   help="on a rectified layer (e.g. relu6-capped 'head'), optimize its values "
+                   "before the rectifier (pre) or after it (post)")
+    p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision,
+                   help="the network's compute precision (image parameters stay float32)")
+    p.add_argument("--redirect-steps", type=int, default=_DEFAULTS.redirect_steps,
+                   help="first steps in which dead rectifiers pass a redirected gradient")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="images rendered at once (default: 8 on CPU, what fits on GPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def render_config(args) -> RenderConfig:
+    """The ``RenderConfig`` that ``add_render_options``'s options give."""
+    return RenderConfig(steps=args.steps, size=args.size, seed=args.seed, lr=args.lr,
+                        lr_ramp=lr_ramp(args.lr_ramp), param=args.param,
+                        activation=args.activation, precision=args.precision,
+                        redirect_steps=args.redirect_steps, chunk=args.chunk)
+
+
+# a library message's argument -> the option it is on the command line
+_FLAGS = {"chunk_size": "--chunk", "chunk": "--chunk", "size": "--size", "weights": "--weights",
+          "steps": "--steps", "lr": "--lr", "lr_ramp": "--lr-ramp", "image_size": "--image-size"}
+_ARGUMENT = re.compile(r"\b(" + "|".join(sorted(_FLAGS, key=len, reverse=True)) + r")=")
+
+
+def with_flags(message: str) -> str:
+    """A library message with its arguments named as the command line's options.
+
+    >>> with_flags("use chunk=3 (or fewer), or size=64")
+    'use --chunk 3 (or fewer), or --size 64'
+    """
+    return _ARGUMENT.sub(lambda m: _FLAGS[m.group(1)] + " ", message)

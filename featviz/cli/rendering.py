@@ -11,14 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import (UsageError, add_model_options, lr_ramp, model_from_args, picked_channels,
-                     plural, writable_dir, writable_file)
-
-# ``featviz.param.PARAMETERIZATIONS``'s names, spelled out so that building the parser needs no
-# JAX (a test checks that the two agree)
-PARAMETERIZATION_NAMES = ("fourier", "pixels", "maco")
-# ``featviz.engine.DEFAULT_LR_RAMP``, spelled out for the same reason
-DEFAULT_LR_RAMP = (1.6, 0.5)
+from ..errors import UsageError
+from .common import (add_model_options, add_render_options, model_from_args, picked_channels,
+                     plural, render_config, writable_dir, writable_file)
 
 
 def cmd_models(args):
@@ -81,16 +76,15 @@ def _devices(spec: str | None):
     return local[:int(spec)]
 
 
-def _render_settings(args):
-    return dict(steps=args.steps, size=args.size, seed=args.seed, chunk_size=args.chunk,
-                lr=args.lr, lr_ramp=lr_ramp(args.lr_ramp), devices=_devices(args.devices),
-                precision=args.precision, activation=args.activation, param=args.param,
+def _job_settings(args) -> dict:
+    """The render config, devices and progress bar that a rendering command's options give."""
+    return dict(config=render_config(args), devices=_devices(args.devices),
                 progress=not args.quiet)
 
 
 def _layer_channels(model, layers, args) -> dict[str, list[int]]:
     """Each layer's channels that ``--channels`` picks, its size for ``--size`` checked."""
-    from ..atlas import check_size
+    from ..channels import check_size
     picked = {}
     for layer in layers:
         picked[layer] = picked_channels(model, layer, args.channels)
@@ -99,12 +93,11 @@ def _layer_channels(model, layers, args) -> dict[str, list[int]]:
 
 
 def cmd_render(args):
-    from ..atlas import render_channels
+    from ..jobs import render_channels
     writable_dir(args.out)
     model = model_from_args(args)
     channels = _layer_channels(model, [args.layer], args)[args.layer]
-    settings = _render_settings(args)
-    result = render_channels(model, args.layer, channels, args.out, **settings)
+    result = render_channels(model, args.layer, channels, args.out, **_job_settings(args))
     kept = f" ({result.reused} already there)" if result.reused else ""
     print(f"wrote {plural(len(channels) - result.reused, 'image')}{kept} and results.json to "
           f"{args.out} ({result.seconds:.1f} s rendering)")
@@ -122,7 +115,7 @@ def cmd_atlas(args):
     model = model_from_args(args)
     layer = args.layer or model.shown_layers[-1]
     jobs = _layer_channels(model, list(model.layers) if layer == "all" else [layer], args)
-    settings = _render_settings(args)
+    settings = _job_settings(args)
     for layer, channels in jobs.items():
         png = out if len(jobs) == 1 else out.with_name(f"{out.stem}_{layer}.png")
         result = render_atlas(model, layer, channels, png, columns=args.columns, **settings)
@@ -134,34 +127,12 @@ def cmd_atlas(args):
                   f"{png.with_suffix('.json')}")
 
 
-def add_optimization_options(p):
-    """How a feature visualization is optimized: ``--lr``, ``--lr-ramp``, ``--param``."""
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
-    p.add_argument("--lr-ramp", default=",".join(map(str, DEFAULT_LR_RAMP)), metavar="FIRST,LAST",
-                   help="the learning rate goes linearly from FIRST x --lr at the first step "
-                   "to LAST x --lr at the last; 1,1 keeps it constant (Lucid)")
-    p.add_argument("--param", choices=PARAMETERIZATION_NAMES, default="fourier",
-                   help="image parameterization: Lucid's Fourier basis (default), raw pixels, or "
-                   "MaCo (phase only, photo magnitude spectrum, with its own crops)")
-
-
 def _add_render_options(p, layer_required: bool):
     p.add_argument("--layer", required=layer_required,
                    help=None if layer_required else "default: the model's default layer; "
                    "'all': one atlas per layer")
     p.add_argument("--channels", default=None, help="e.g. 0-7,12 (default: all)")
-    p.add_argument("--steps", type=int, default=512, help="gradient-ascent steps")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    add_optimization_options(p)
-    p.add_argument("--chunk", type=int, default=None,
-                   help="channels rendered at once (default: 8 on CPU, what fits on GPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                   help="the network's compute precision (image parameters stay float32)")
-    p.add_argument("--activation", choices=["pre", "post"], default="pre",
-                   help="on a rectified layer (e.g. relu6-capped 'head'), optimize its values "
-                   "before the rectifier (default) or after it")
+    add_render_options(p)
     p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
     p.add_argument("--distributed", metavar="HOST:PORT|auto",
                    help="join a multi-process run through jax.distributed")

@@ -1,11 +1,12 @@
 """``featviz gallery``: a static HTML site of layers, channels and their top patches.
 
-    featviz gallery --out site/ [--layers blocks_3,blocks_8] [--channels 0-3] [--steps N]
-                    [--size PX] [--images DIR] [--k 9] [--quiet]
+    featviz gallery --out site/ [--layers blocks_3,blocks_8] [--channels 0-3] [--images DIR]
+                    [--k 9] [every render option: --steps N --size PX --lr ... --chunk N]
 """
 from __future__ import annotations
 
-from .common import UsageError, add_model_options, model_from_args, plural
+from ..errors import UsageError
+from .common import add_model_options, add_render_options, model_from_args, plural, render_config
 
 
 def _named_layers(spec: str) -> list[str]:
@@ -22,8 +23,8 @@ def cmd_gallery(args) -> None:
     layers = None if args.layers is None else _named_layers(args.layers)
     model = model_from_args(args)
     layers = layers or list(model.shown_layers)
-    out = build_gallery(model, args.out, layers, args.channels, steps=args.steps, size=args.size,
-                        seed=args.seed, k=args.k, images=args.images, progress=not args.quiet)
+    out = build_gallery(model, args.out, layers, args.channels, render_config(args), k=args.k,
+                        images=args.images, progress=not args.quiet)
     print(f"wrote {out / 'index.html'} ({plural(len(layers), 'layer')}); open it in a browser")
 
 
@@ -35,10 +36,7 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None,
                    help="comma-separated layer names (default: the model's default layers)")
     p.add_argument("--channels", default="0-15", help="e.g. 0-7,12 or all (default: 0-15)")
-    p.add_argument("--steps", type=int, default=256, help="feature visualization steps")
-    p.add_argument("--size", type=int, default=128, help="feature visualization side in pixels")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
+    add_render_options(p, steps=256)
     p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
     p.add_argument("--k", type=int, default=9, help="top patches per channel")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_gallery)

@@ -24,7 +24,8 @@ import dataclasses
 from functools import partial
 from typing import Callable, NamedTuple
 
-from .base import Model, UnknownLayerError, UnknownModelError, from_linen, from_nnx
+from .base import Model, UnknownLayerError, UnknownModelError
+from .flax_adapters import from_linen, from_nnx
 from .efficientnet_lite import VARIANTS, lite_layers, load_efficientnet_lite
 from .keras import KerasWeightsError, from_keras, keras_application
 from .tiny import TINY_LAYERS, load_tiny
@@ -54,9 +55,13 @@ class ZooModel:
         return len(self.layers())
 
     def load(self, weights: str | None = None) -> Model:
-        """The model (``weights``: another copy of its weights file)."""
+        """The model (``weights``: another copy of its weights file), its code named for the
+        program store and its layer shapes kept there (``featviz.programs``)."""
+        from .. import programs  # here, not above: featviz.models imports nothing of the store's
+
         return dataclasses.replace(self.loader(weights), program_id=f"zoo:{self.name}",
-                                   default_layers=self.default_layers)
+                                   default_layers=self.default_layers,
+                                   shape_store=programs.layer_shape)
 
 
 def _lite(name: str) -> ZooModel:

@@ -29,7 +29,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from .base import Model, from_linen
+from .base import Model
+from .flax_adapters import from_linen
 from .imagenet import class_names
 from .layers import Conv, Dense, fold_bn
 from .torch_weights import MissingWeightsError, WeightsFileError, read_state_dict

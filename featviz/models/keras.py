@@ -4,7 +4,9 @@
 name, its non-trainable state (BatchNorm statistics) used in inference mode
 (``training=False``), a pure JAX function of ``(params, images)`` that ``jit``, ``grad`` and
 ``vmap`` accept. ``keras_application(name, weights)`` builds one of ``keras.applications``
-(``"VGG16"``, ``"ResNet50"``, ...) from its weights file, with its own preprocessing.
+(``"VGG16"``, ``"ResNet50"``, ...) from its weights file, with its own preprocessing: that
+catalogue lives in ``featviz.models.keras_applications``, and what featviz needs of Keras's
+internals in ``featviz.models.keras_compat``; their public names are importable from here too.
 
 Keras is optional: ``pip install "featviz[keras]"``. It must run on JAX: featviz sets
 ``KERAS_BACKEND=jax`` when keras has not been imported yet and the variable is unset;
@@ -26,210 +28,20 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import os
-import re
-import sys
 import threading
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .base import Model, UnknownLayerError, UnknownModelError, _identity, _requested
-from .torch_weights import WeightsFileError
-
-
-class KerasUnavailableError(ImportError):
-    """Keras is not installed, or runs on a backend other than JAX."""
-
-
-class KerasModelError(ValueError):
-    """A Keras model that featviz cannot adapt (no named layer outputs, not one image input)."""
-
-
-class KerasWeightsError(WeightsFileError):
-    """A Keras application's weights file is missing or does not fit the network."""
-
-
-class UnknownApplicationError(UnknownModelError):
-    """A name that is not one of the ``keras.applications`` networks featviz knows."""
-
-
-# --- preprocessing: featviz images are RGB in [0, 1] ------------------------------------------
-
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _caffe(x):
-    """``mode="caffe"`` (VGG, ResNet v1): 0-255, RGB to BGR, ImageNet mean subtracted."""
-    return x[..., ::-1] * 255.0 - jnp.asarray(_CAFFE_MEAN_BGR, x.dtype)
-
-
-def _tf(x):
-    """``mode="tf"`` (Inception, Xception, MobileNet v1/v2, ResNet v2, NASNet): [-1, 1]."""
-    return x * 2.0 - 1.0
-
-
-def _torch(x):
-    """``mode="torch"`` (DenseNet): ImageNet mean and standard deviation on [0, 1]."""
-    return (x - jnp.asarray(_TORCH_MEAN, x.dtype)) / jnp.asarray(_TORCH_STD, x.dtype)
-
-
-def _raw(x):
-    """0-255 (EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3: their rescaling is a layer)."""
-    return x * 255.0
-
-
-PREPROCESS = {"caffe": _caffe, "tf": _tf, "torch": _torch, "raw": _raw, "none": _identity}
-
-
-# --- the keras.applications networks ----------------------------------------------------------
-
-_TF_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
-
-@dataclass(frozen=True)
-class Application:
-    """How featviz builds one of ``keras.applications``: its preprocessing mode (a key of
-    ``PREPROCESS``), default input size, the weights files Keras downloads (with and without
-    the classifier) and the name of the classifier's last layer with weights."""
-    mode: str
-    size: int
-    top_url: str
-    notop_url: str
-    top_layer: str = "predictions"
-
-
-def _tf_kernels(folder: str, stem: str, mode: str, size: int = 224) -> Application:
-    base = f"{_TF_BASE}{folder}/{stem}_weights_tf_dim_ordering_tf_kernels"
-    return Application(mode, size, base + ".h5", base + "_notop.h5")
-
-
-def _pair(mode: str, size: int, url: str, notop_suffix: str, top_layer="predictions"):
-    return Application(mode, size, url + ".h5", url + notop_suffix + ".h5", top_layer)
-
-
-APPLICATIONS: dict[str, Application] = {
-    "VGG16": _tf_kernels("vgg16", "vgg16", "caffe"),
-    "VGG19": _tf_kernels("vgg19", "vgg19", "caffe"),
-    **{f"ResNet{d}": _tf_kernels("resnet", f"resnet{d}", "caffe") for d in (50, 101, 152)},
-    **{f"ResNet{d}V2": _tf_kernels("resnet", f"resnet{d}v2", "tf") for d in (50, 101, 152)},
-    "InceptionV3": _tf_kernels("inception_v3", "inception_v3", "tf", 299),
-    "InceptionResNetV2": _tf_kernels("inception_resnet_v2", "inception_resnet_v2", "tf", 299),
-    "Xception": _tf_kernels("xception", "xception", "tf", 299),
-    "MobileNet": _pair("tf", 224, f"{_TF_BASE}mobilenet/mobilenet_1_0_224_tf", "_no_top",
-                       "conv_preds"),
-    "MobileNetV2": _pair("tf", 224, f"{_TF_BASE}mobilenet_v2/mobilenet_v2_weights_tf_dim_"
-                                    "ordering_tf_kernels_1.0_224", "_no_top"),
-    **{f"MobileNetV3{v}": _pair("raw", 224, f"{_TF_BASE}mobilenet_v3/weights_mobilenet_v3_"
-                                            f"{v.lower()}_224_1.0_float", "_no_top_v2", "logits")
-       for v in ("Small", "Large")},
-    **{f"DenseNet{d}": _tf_kernels("densenet", f"densenet{d}", "torch") for d in (121, 169, 201)},
-    "NASNetMobile": _pair("tf", 224, f"{_TF_BASE}nasnet/NASNet-mobile", "-no-top"),
-    "NASNetLarge": _pair("tf", 331, f"{_TF_BASE}nasnet/NASNet-large", "-no-top"),
-    **{f"EfficientNetB{i}": _pair("raw", size, f"https://storage.googleapis.com/"
-                                               f"keras-applications/efficientnetb{i}", "_notop")
-       for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))},
-    **{f"EfficientNetV2{v}": _pair("raw", size, f"{_TF_BASE}efficientnet_v2/efficientnetv2-"
-                                                f"{v.lower()}", "_notop")
-       for v, size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384),
-                       ("M", 480), ("L", 480))},
-    **{f"ConvNeXt{v}": _pair("raw", 224, f"{_TF_BASE}convnext/convnext_{v.lower()}", "_notop",
-                             f"convnext_{v.lower()}_head_dense")
-       for v in ("Tiny", "Small", "Base", "Large", "XLarge")},
-}
-
-# the names keras.applications gives its models (``model.name``) -> preprocessing mode
-_NAME_MODES = (
-    ("caffe", r"vgg1[69]|resnet(50|101|152)"),
-    ("tf", r"resnet(50|101|152)v2|inception_v3|inception_resnet_v2|xception|nasnet_(mobile|large)"
-           r"|mobilenet(v2)?_.+"),
-    ("torch", r"densenet(121|169|201)"),
-    ("raw", r"efficientnetb[0-7]|efficientnetv2-(b[0-3]|[sml])|MobileNetV3(Small|Large)"
-            r"|convnext_(tiny|small|base|large|xlarge)"),
-)
-
-
-def application_mode(model_name: str) -> str | None:
-    """The preprocessing mode of a ``keras.applications`` network, from the name Keras gives
-    it (``"vgg16"``, ``"mobilenetv2_1.00_224"``, ...); None for other names.
-
-    Example:
-        >>> application_mode("resnet50"), application_mode("convnext_tiny"), application_mode("mine")
-        ('caffe', 'raw', None)
-    """
-    return next((mode for mode, names in _NAME_MODES if re.fullmatch(names, model_name)), None)
-
-
-# --- keras ------------------------------------------------------------------------------------
-
-def _import_keras():
-    """keras, on the JAX backend, or a one-line error saying what to do."""
-    if "keras" not in sys.modules:
-        if importlib.util.find_spec("keras") is None:
-            raise KerasUnavailableError('Keras is not installed: pip install "featviz[keras]"')
-        os.environ.setdefault("KERAS_BACKEND", "jax")
-    import keras
-    if keras.backend.backend() != "jax":
-        raise KerasUnavailableError(
-            f"Keras runs on its {keras.backend.backend()!r} backend; featviz needs JAX: set "
-            "KERAS_BACKEND=jax before keras is first imported")
-    return keras
-
-
-@contextlib.contextmanager
-def numpy_initializers(rng: np.random.Generator | None = None):
-    """While Keras builds a network in this context, its random initializers draw from
-    ``rng`` (numpy; None: they give zeros) instead of ``jax.random``, which compiles one XLA
-    program per weight shape: seconds for a ResNet50 on a CPU, spent on values that a weights
-    file replaces at once. Constant initializers (BatchNorm's ones and zeros) are unchanged.
-
-    Example:
-        >>> keras = _import_keras()
-        >>> with numpy_initializers(np.random.default_rng(0)):
-        ...     layer = keras.layers.Dense(3)
-        ...     layer.build((None, 2))
-        >>> layer.kernel.shape
-        (2, 3)
-    """
-    from keras.src.backend.jax import random as backend_random
-
-    def cast(values, dtype):
-        return values.astype(dtype or "float32")
-
-    def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
-        return cast(np.zeros(shape) if rng is None else rng.uniform(minval, maxval, shape), dtype)
-
-    def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-        return cast(np.zeros(shape) if rng is None else rng.normal(mean, stddev, shape), dtype)
-
-    def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-        if rng is None:
-            return cast(np.zeros(shape), dtype)
-        z = rng.normal(0.0, 1.0, shape)
-        while (out := np.abs(z) > 2).any():  # redrawn beyond two standard deviations, as Keras
-            z[out] = rng.normal(0.0, 1.0, out.sum())
-        return cast(z * stddev + mean, dtype)
-
-    replaced = {"uniform": uniform, "normal": normal, "truncated_normal": truncated_normal}
-    saved = {name: getattr(backend_random, name, None) for name in replaced}
-    if None in saved.values():  # another Keras: its own initializers, slower but the same
-        yield
-        return
-    for name, fn in replaced.items():
-        setattr(backend_random, name, fn)
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(backend_random, name, fn)
+from .base import (ApplyFn, Model, UnknownLayerError, UnknownModelError,  # noqa: F401
+                   _identity, _requested)
+from .keras_applications import (APPLICATIONS, PREPROCESS, Application,  # noqa: F401
+                                 application_mode, keras_application)
+from .keras_compat import _import_keras, numpy_initializers
+from .torch_weights import WeightsFileError  # noqa: F401
+from ..errors import (KerasModelError, KerasUnavailableError, KerasWeightsError,  # noqa: F401
+                      UnknownApplicationError)
 
 
 # layer types whose outputs are the image, or the previous layer's map unchanged (padded,
@@ -375,82 +187,68 @@ def _image_input(keras, model) -> list:
     return inputs
 
 
-def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None = None,
-               preprocess: str | Callable = "auto", image_size: int | None = None,
-               class_names: Sequence[str] | str | None = "auto") -> Model:
-    """Adapt a Keras 3 model (functional or Sequential, JAX backend) to a featviz ``Model``.
-
-    ``layers``: the Keras layer names to expose (their outputs); None: every layer with an
-    (H, W, C) map that computes something (not the input, padding, cropping, dropout or the
-    network's own rescaling layers), every ``Dense`` layer, and the model's outputs. When the
-    model ends in a softmax (``Dense(activation="softmax")`` or an ``Activation`` layer), its
-    pre-softmax scores are exposed too, last, as ``"logits"``: the class scores that Grad-CAM
-    and saliency differentiate (they read the last layer without a spatial map).
-
-    ``preprocess``: a callable from featviz's images (RGB in [0, 1], NHWC) to the network's
-    input, a mode (``"caffe"``, ``"tf"``, ``"torch"``, ``"raw"`` for 0-255, ``"none"``), or
-    ``"auto"``: the mode of the ``keras.applications`` network the model's name is (with that
-    network's defaults, e.g. ``include_preprocessing=True``), else ``"none"``.
-    ``image_size``: the size the network was trained for (default: its input's, else 224).
-    A network with a fixed input height and width (a ``Flatten`` head) is shown every image
-    at that size, resized (bilinear) as the first step of its preprocessing; a network with
-    one input channel is a grey one (``input_channels=1``).
-    ``class_names``: ``"auto"`` gives ImageNet's names to a model with a 1000-way output.
-
-    The weights are copied when the model is adapted (training the Keras model later does not
-    change the featviz model) and used with ``training=False``: BatchNorm uses its moving
-    statistics, Dropout is off. ``params`` is ``{variable path: array}``, trainable and
-    non-trainable variables alike; gradients are taken with respect to images only.
-
-    Rectified layers know their pre-activation (``Model.pre_activations``), which objectives
-    on them optimize by default: a ``ReLU``/``Activation("relu")`` layer's input layer, or for
-    a convolution (``Conv2D``, ``DepthwiseConv2D``, ``SeparableConv2D``, ``Conv2DTranspose``)
-    with ``activation="relu"`` built in, ``<name>_pre`` (its convolution plus bias, computed
-    from its input).
-    """
-    keras = _import_keras()
+def _channels_last_input(keras, model) -> list:
+    """``_image_input``, for a Keras that lays images out channels last."""
     inputs = _image_input(keras, model)
     if keras.config.image_data_format() != "channels_last":
         raise KerasModelError("featviz needs channels_last images: "
                               "keras.config.set_image_data_format('channels_last')")
+    return inputs
 
+
+class _Outputs(NamedTuple):
+    """What a Keras model's graph offers: every layer's output tensor by name (with the
+    softmax's input as ``logits_name``), the names of the model's output layers, and the
+    logits' source (``_logits_source``; None, with ``logits_name``: no softmax at the end)."""
+    tensors: dict
+    model_outputs: set
+    logits: tuple | None
+    logits_name: str | None
+
+
+def _outputs(keras, model) -> _Outputs:
+    """The model's layer outputs by name, and its logits when it ends in a softmax."""
     outputs = {layer.name: out for layer in model.layers if (out := _output(layer)) is not None}
     output_layers = [layer for layer in model.layers
                      if any(outputs.get(layer.name) is t for t in model.outputs)]
-    model_outputs = {layer.name for layer in output_layers}
     logits = _logits_source(keras, output_layers if len(model.outputs) == 1 else [])
     logits_name = None
     if logits is not None:
         logits_name = LOGITS if LOGITS not in outputs else f"{logits[0].name}_{LOGITS}"
         outputs[logits_name] = logits[0].input
+    return _Outputs(outputs, {layer.name for layer in output_layers}, logits, logits_name)
 
-    if layers is None:
-        def offered(layer):
-            out = outputs.get(layer.name)
-            if out is None:
-                return False
-            if layer.name in model_outputs:
-                return len(out.shape) in (2, 4)
-            if len(out.shape) == 4:
-                return type(layer).__name__ not in _PASS_THROUGH
-            return len(out.shape) == 2 and isinstance(layer, keras.layers.Dense)
-        exposed = [layer.name for layer in model.layers if offered(layer)]
-        exposed += [logits_name] if logits_name else []
-    else:
-        exposed = list(layers)
-        unknown = [n for n in exposed if n not in outputs]
+
+def _exposed(keras, model, layers: Sequence[str] | None, graph: _Outputs) -> tuple:
+    """The layers the featviz model exposes: ``layers``, each checked, or (None) those
+    ``from_keras`` offers by default, the logits last."""
+    if layers is not None:
+        exposed = tuple(layers)
+        unknown = [n for n in exposed if n not in graph.tensors]
         if unknown:
             raise UnknownLayerError(f"unknown layer(s) {unknown} of Keras model {model.name!r}; "
-                                    f"valid layers: {', '.join(outputs)}")
-    exposed = tuple(exposed)
-    pre_names, derived = _pre_activations(keras, model, outputs)
-    pre_names = {k: v for k, v in pre_names.items() if k in exposed}
-    outputs.update({name: source for name, (source, *_) in derived.items()})
-    readable = exposed + tuple(v for v in pre_names.values() if v not in exposed)
+                                    f"valid layers: {', '.join(graph.tensors)}")
+        return exposed
 
-    variables = list(model.variables)
-    keys = _variable_keys(variables)
-    params = {keys[id(v)]: jnp.array(v.value, copy=True) for v in variables}
+    def offered(layer):
+        out = graph.tensors.get(layer.name)
+        if out is None:
+            return False
+        if layer.name in graph.model_outputs:
+            return len(out.shape) in (2, 4)
+        if len(out.shape) == 4:
+            return type(layer).__name__ not in _PASS_THROUGH
+        return len(out.shape) == 2 and isinstance(layer, keras.layers.Dense)
+    names = [layer.name for layer in model.layers if offered(layer)]
+    return tuple(names + ([graph.logits_name] if graph.logits_name else []))
+
+
+def _forward(keras, inputs: list, graph: _Outputs, keys: dict, readable: tuple,
+             derived: dict) -> ApplyFn:
+    """``Model.apply``: the Keras layers from the input to the requested ones, run statelessly
+    on ``params`` (``keys``: variable -> its key there) in inference mode, then the logits and
+    the pre-activations that are computed outside the Keras graph."""
+    outputs, logits, logits_name = graph.tensors, graph.logits, graph.logits_name
     submodels: dict[tuple, tuple] = {}
     lock = threading.Lock()
 
@@ -488,9 +286,14 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
                                                  found[name])
         return found
 
-    channels = 1 if inputs[0].shape[-1] == 1 else 3
+    return apply
+
+
+def _input_preparation(model, image_input, preprocess, image_size: int | None,
+                       channels: int) -> tuple[Callable, int]:
+    """The model's preprocessing (resizing first for a fixed input size) and image size."""
     prepare = _preprocessing(model.name, preprocess, channels)
-    fixed = _fixed_size(inputs[0])
+    fixed = _fixed_size(image_input)
     if fixed:
         if image_size not in (None, fixed[0]):
             raise KerasModelError(f"Keras model {model.name!r} takes {fixed[0]} x {fixed[1]} "
@@ -498,119 +301,77 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
                                   "leave image_size out (featviz resizes what it shows it)")
         prepare = _resized(prepare, fixed)
     if image_size is None:
-        image_size = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 224
-    if isinstance(class_names, str):
-        if class_names != "auto":
-            raise ValueError(f"class_names must be a sequence of names, None or 'auto', not "
-                             f"{class_names!r}")
-        shapes = {n: tuple(outputs[n].shape) for n in exposed}
-        if logits_name in shapes:  # as many scores as the softmax has classes
-            shapes[logits_name] = tuple(model.outputs[0].shape)
-        flat = [shape for shape in shapes.values() if len(shape) == 2]
-        class_names = None
-        if flat and flat[-1][-1] == 1000:
-            from .imagenet import class_names as imagenet_names
-            class_names = imagenet_names()
-    return Model(name=name or model.name, apply=apply, params=params, layers=exposed,
-                 preprocess=prepare, image_size=image_size, class_names=class_names,
-                 pre_activations=pre_names, input_channels=channels)
+        image_size = image_input.shape[1] if isinstance(image_input.shape[1], int) else 224
+    return prepare, image_size
 
 
-# --- keras.applications from a weights file ---------------------------------------------------
-
-def _keras_cache(url: str) -> Path:
-    """Where Keras keeps a file it downloaded: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models" / url.rsplit("/", 1)[1]
-
-
-def _saved_layer_names(path) -> set[str] | None:
-    """The layer names a Keras 2 style .h5 weights file holds (None: another format)."""
-    try:
-        import h5py
-        with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
-            names = group.attrs.get("layer_names")
-            if names is None:
-                return None
-            return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
-    except (ImportError, OSError, KeyError):
-        return None
+def _class_names(class_names, model, graph: _Outputs, exposed: tuple):
+    """``class_names`` as given, or for ``"auto"`` ImageNet's names when the last exposed
+    layer without a spatial map has 1000 scores (else None)."""
+    if not isinstance(class_names, str):
+        return class_names
+    if class_names != "auto":
+        raise ValueError(f"class_names must be a sequence of names, None or 'auto', not "
+                         f"{class_names!r}")
+    shapes = {n: tuple(graph.tensors[n].shape) for n in exposed}
+    if graph.logits_name in shapes:  # as many scores as the softmax has classes
+        shapes[graph.logits_name] = tuple(model.outputs[0].shape)
+    flat = [shape for shape in shapes.values() if len(shape) == 2]
+    if flat and flat[-1][-1] == 1000:
+        from .imagenet import class_names as imagenet_names
+        return imagenet_names()
+    return None
 
 
-_LOAD_FAILURE = re.compile(r"A total of (\d+) objects could not be loaded\. Example error "
-                           r"message for object <\w+ name=([^,>]+).*?>:\s*(.*)")
+def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None = None,
+               preprocess: str | Callable = "auto", image_size: int | None = None,
+               class_names: Sequence[str] | str | None = "auto") -> Model:
+    """Adapt a Keras 3 model (functional or Sequential, JAX backend) to a featviz ``Model``.
 
+    ``layers``: the Keras layer names to expose (their outputs); None: every layer with an
+    (H, W, C) map that computes something (not the input, padding, cropping, dropout or the
+    network's own rescaling layers), every ``Dense`` layer, and the model's outputs. When the
+    model ends in a softmax (``Dense(activation="softmax")`` or an ``Activation`` layer), its
+    pre-softmax scores are exposed too, last, as ``"logits"``: the class scores that Grad-CAM
+    and saliency differentiate (they read the last layer without a spatial map).
 
-def _load_failure(err: Exception) -> str:
-    """Keras's complaint about a weights file in one line: how many layers did not load and
-    why the first did not (Keras's message spans lines and lists every layer)."""
-    text = str(err).strip() or type(err).__name__
-    found = _LOAD_FAILURE.match(text)
-    if not found:
-        return _first_sentence(text)
-    count, layer, why = found.groups()
-    return (f"its weights are not this architecture's: {count} layers could not be loaded; "
-            f"the first, {layer!r}: {_first_sentence(why)}")
+    ``preprocess``: a callable from featviz's images (RGB in [0, 1], NHWC) to the network's
+    input, a mode (``"caffe"``, ``"tf"``, ``"torch"``, ``"raw"`` for 0-255, ``"none"``), or
+    ``"auto"``: the mode of the ``keras.applications`` network the model's name is (with that
+    network's defaults, e.g. ``include_preprocessing=True``), else ``"none"``.
+    ``image_size``: the size the network was trained for (default: its input's, else 224).
+    A network with a fixed input height and width (a ``Flatten`` head) is shown every image
+    at that size, resized (bilinear) as the first step of its preprocessing; a network with
+    one input channel is a grey one (``input_channels=1``).
+    ``class_names``: ``"auto"`` gives ImageNet's names to a model with a 1000-way output.
 
+    The weights are copied when the model is adapted (training the Keras model later does not
+    change the featviz model) and used with ``training=False``: BatchNorm uses its moving
+    statistics, Dropout is off. ``params`` is ``{variable path: array}``, trainable and
+    non-trainable variables alike; gradients are taken with respect to images only.
 
-def _first_sentence(text: str, limit: int = 200) -> str:
-    """The first line of ``text``, cut before Keras's dump of a variable's values."""
-    line = text.strip().splitlines()[0].split(" Target variable:")[0]
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def keras_application(name: str, weights: str | None = None,
-                      input_size: int | None = None) -> Model:
-    """``keras.applications.<name>`` (e.g. ``"VGG16"``, ``"ResNet50"``, ``"EfficientNetB0"``;
-    ``APPLICATIONS`` lists them) with the weights in ``weights``, a file as Keras downloads it
-    (with or without the classifier: the network is built to fit the file), as a featviz model
-    with the network's own preprocessing. Without ``weights``, the file Keras keeps in
-    ``~/.keras/models`` (``$KERAS_HOME``) is used if it is there; otherwise
-    ``KerasWeightsError`` says where to get it. Nothing is downloaded.
-
-    With its classifier the network ends in its 1000 ImageNet logits (``"predictions"``,
-    built with ``classifier_activation=None``) and has ImageNet's class names, and its input
-    size is fixed at ``input_size`` (default: the network's, 224 or more); without it, any
-    size is accepted and ``input_size`` is only the model's default size.
+    Rectified layers know their pre-activation (``Model.pre_activations``), which objectives
+    on them optimize by default: a ``ReLU``/``Activation("relu")`` layer's input layer, or for
+    a convolution (``Conv2D``, ``DepthwiseConv2D``, ``SeparableConv2D``, ``Conv2DTranspose``)
+    with ``activation="relu"`` built in, ``<name>_pre`` (its convolution plus bias, computed
+    from its input).
     """
     keras = _import_keras()
-    if name not in APPLICATIONS:
-        raise UnknownApplicationError(f"unknown Keras application {name!r}; supported: "
-                                      f"{', '.join(APPLICATIONS)}")
-    app = APPLICATIONS[name]
-    if weights is None:
-        cached = [p for p in (_keras_cache(app.top_url), _keras_cache(app.notop_url))
-                  if p.is_file()]
-        if not cached:
-            raise KerasWeightsError(
-                f"{name} needs its ImageNet weights file, and nothing is downloaded: get "
-                f"{app.top_url} (or run keras.applications.{name}(weights='imagenet') on a "
-                f"machine with internet, which saves it in ~/.keras/models/), then pass it as "
-                f"weights= (--weights FILE)")
-        weights = cached[0]
-    if not Path(weights).is_file():
-        raise KerasWeightsError(f"no weights file at {weights}; give a .h5 or .keras file of "
-                                f"keras.applications.{name}")
-    size = input_size or app.size
-    saved = _saved_layer_names(weights)
-    tops = [True, False] if saved is None else [app.top_layer in saved]
-    build = getattr(keras.applications, name)
-    problem = None
-    for include_top in tops:
-        kwargs = (dict(include_top=True, input_shape=(size, size, 3), classifier_activation=None)
-                  if include_top else dict(include_top=False, input_shape=(None, None, 3)))
-        try:
-            with numpy_initializers():  # zeros, replaced by the file's weights
-                net = build(weights=None, **kwargs)
-            with warnings.catch_warnings():  # a trial load's complaints: the error says it all
-                warnings.simplefilter("ignore" if len(tops) > 1 else "default")
-                net.load_weights(str(weights))
-        except (ValueError, KeyError, OSError) as err:
-            problem = _load_failure(err)
-            continue
-        return from_keras(net, name=f"keras:{name}", preprocess=PREPROCESS[app.mode],
-                          image_size=size)
-    raise KerasWeightsError(f"{weights} does not fit keras.applications.{name}"
-                            f"{f' at {size} px' if input_size else ''} (give a weights file of "
-                            f"{name} itself): {problem}")
+    inputs = _channels_last_input(keras, model)
+    graph = _outputs(keras, model)
+    exposed = _exposed(keras, model, layers, graph)
+    pre_names, derived = _pre_activations(keras, model, graph.tensors)
+    pre_names = {k: v for k, v in pre_names.items() if k in exposed}
+    graph.tensors.update({name: source for name, (source, *_) in derived.items()})
+    readable = exposed + tuple(v for v in pre_names.values() if v not in exposed)
+
+    variables = list(model.variables)
+    keys = _variable_keys(variables)
+    params = {keys[id(v)]: jnp.array(v.value, copy=True) for v in variables}
+    apply = _forward(keras, inputs, graph, keys, readable, derived)
+    channels = 1 if inputs[0].shape[-1] == 1 else 3
+    prepare, image_size = _input_preparation(model, inputs[0], preprocess, image_size, channels)
+    return Model(name=name or model.name, apply=apply, params=params, layers=exposed,
+                 preprocess=prepare, image_size=image_size,
+                 class_names=_class_names(class_names, model, graph, exposed),
+                 pre_activations=pre_names, input_channels=channels)

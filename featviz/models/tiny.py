@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import Model, from_linen
+from .base import Model
+from .flax_adapters import from_linen
 from .torch_weights import WeightsFileError
 
 TINY_LAYERS = ("conv1", "conv2", "conv3", "head", "logits")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
+from ..errors import MissingWeightsError, WeightsFileError  # noqa: F401
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -31,14 +32,6 @@ _STORAGE_DTYPES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-
-
-class WeightsFileError(ValueError):
-    """The file is not a readable, untampered PyTorch state dict."""
-
-
-class MissingWeightsError(WeightsFileError):
-    """The package that ships a model's weights is not installed."""
 
 
 @dataclass(frozen=True)
