@@ -8,7 +8,7 @@ compiled, and a program compiled here is added to the store.
 
 Example:
     >>> compiler_options("cpu")
-    {'xla_cpu_experimental_ynn_fusion_type': ''}
+    {}
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ import numpy as np
 
 from . import cache, programs
 
-# Recent XLA:CPU hands matmuls and convolutions to YNNPACK; for this program (small matmuls
-# and input gradients inside a loop) XLA's own kernels made a step 10-15% faster on the CPU
-# measured (benchmarks/RESULTS.md).
-_COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+# XLA:CPU's defaults everywhere. On the CPU, recent XLA hands matmuls to YNNPACK, whose results
+# do not depend on how many threads share the work; with XLA's own matmul kernels instead
+# (``xla_cpu_experimental_ynn_fusion_type=""``) a step of EfficientNet-Lite0 was 6% faster, but
+# its images changed with the machine's core count and the number of host devices, which set
+# how XLA splits loops over threads (benchmarks/RESULTS.md, "Images for any device count").
+_COMPILER_OPTIONS: dict[str, dict] = {}
 _REFUSED_OPTIONS: set = set()  # platforms whose XLA rejected those options
 
 

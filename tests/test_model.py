@@ -130,3 +130,33 @@ def test_adapting_a_module_says_what_is_wrong():
 def test_a_model_prints_in_one_line(lite0):
     text = repr(lite0)
     assert len(text) < 1000 and "efficientnet-lite0" in text and "\n" not in text
+
+
+def test_a_replaced_model_compiles_its_own_forward_pass():
+    """``dataclasses.replace`` gives a model fresh memos: after the original has run, a copy
+    with another preprocess uses it, not the original's compiled forward pass."""
+    import dataclasses
+
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+
+    module = Net()
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    model = featviz.from_linen(module, variables, ["conv1"], image_size=8)
+    images = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
+    before = model.activations(images)["conv1"]
+    assert model.layer_shape("conv1") == (8, 8, 4)
+
+    def zero(x):
+        return x * 0
+
+    replaced = dataclasses.replace(model, preprocess=zero)
+    fresh = featviz.from_linen(module, variables, ["conv1"], image_size=8, preprocess=zero)
+    after = replaced.activations(images)["conv1"]
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after, fresh.activations(images)["conv1"])
+    np.testing.assert_array_equal(model.activations(images)["conv1"], before)

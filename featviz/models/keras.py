@@ -8,9 +8,8 @@ name, its non-trainable state (BatchNorm statistics) used in inference mode
 catalogue lives in ``featviz.models.keras_applications``, and what featviz needs of Keras's
 internals in ``featviz.models.keras_compat``; their public names are importable from here too.
 
-Keras is optional: ``pip install "featviz[keras]"``. It must run on JAX: featviz sets
-``KERAS_BACKEND=jax`` when keras has not been imported yet and the variable is unset;
-otherwise set ``KERAS_BACKEND=jax`` before keras is first imported.
+Keras is optional (``pip install "featviz[keras]"``) and must run on its JAX backend, which
+``featviz.models.keras_compat`` explains.
 
 Example:
     >>> import os; _ = os.environ.setdefault("KERAS_BACKEND", "jax")
