@@ -20,8 +20,7 @@ import jax
 import numpy as np
 
 import featviz
-from featviz import objectives as obj
-from featviz import param
+from featviz import objectives as obj, param
 from featviz.image import make_grid, save_png
 from featviz.photos import square_resize
 
@@ -68,7 +67,8 @@ def main():
         own = judged(model, result.images)
         hit = lambda ranks, n: [k in r[:n] for k, r in zip(CLASSES, ranks)]  # noqa: E731
         report["params"][name] = {
-            "judge_top1": float(np.mean(hit(ranked, 1))), "judge_top5": float(np.mean(hit(ranked, 5))),
+            "judge_top1": float(np.mean(hit(ranked, 1))),
+            "judge_top5": float(np.mean(hit(ranked, 5))),
             "renderer_top1": float(np.mean(hit(own, 1))),
             "judge_top5_per_class": dict(zip(map(str, CLASSES), hit(ranked, 5))),
             "seconds": round(seconds, 1)}

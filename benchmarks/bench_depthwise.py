@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import featviz
+from featviz.engine import compile_lowered
 from featviz.models import efficientnet_lite as lite, layers
 from featviz.models.torch_weights import read_state_dict
-from featviz.engine import compile_lowered
 
 DEFAULT_BATCH = {"cpu": 8}  # other platforms: 256
 DEPTHWISE_FORMS = {"grouped_conv": layers.native_depthwise_conv,

@@ -6,8 +6,8 @@ lucent side by side in one run, for the jobs people run interactively. Prints JS
 
 Each featviz run is a new process (``python -m featviz``): "cold" with a new, empty
 compilation cache, "warm" with the cache the cold run filled and another seed (steps, seed,
-learning rate and channels are data, so the warm run loads the cold run's program). lucent runs through
-shared/peers/lucent (set up by its setup.sh); with --featviz-only it is skipped. Compile,
+learning rate and channels are data, so the warm run loads the cold run's program). lucent runs
+through shared/peers/lucent (set up by its setup.sh); with --featviz-only it is skipped. Compile,
 compute and write seconds come from featviz's results.json; FLOP utilization is XLA's count of
 one ascent step times the image-steps, over the compute seconds and the measured matmul peak.
 """
@@ -79,6 +79,7 @@ def main() -> None:
         parser.error(f"unknown job {unknown[0]!r}; choose from {', '.join(JOBS)}")
 
     import jax
+
     import featviz
 
     device = jax.devices()[0]
@@ -105,7 +106,8 @@ def main() -> None:
         entry = {"layer": layer, "channels": n, "steps": steps}
         for name, results in runs.items():
             walls = [r["wall_s"] for r in results if "wall_s" in r]
-            entry[name] = {"runs": results, "median_wall_s": statistics.median(walls) if walls else None}
+            entry[name] = {"runs": results,
+                           "median_wall_s": statistics.median(walls) if walls else None}
         for name in ("featviz_cold", "featviz_warm"):
             timing = [r["timing"] for r in runs[name] if r.get("timing")]
             if timing:

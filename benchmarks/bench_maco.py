@@ -3,11 +3,11 @@
 Renders the same objectives of EfficientNet-Lite0 with each variant: channels 0..N-1 of a layer
 (``head`` by default), or N ImageNet classes' logits (``logits``), one batch per layer. Per image,
 on the tensor the renderer optimizes (a capped layer's pre-activation, ``head_conv`` for
-``head``): the objective on the final image as rendered (untransformed, as ``RenderResult.final``), and on
-two views neither variant trains on: the image resized to the network's 224 px and mirrored
-left-right; and the pixel standard deviation. Prints one JSON object (medians over the images
-and the per-image values) and writes, per layer, a figure: one row per variant shown, and for MaCo
-a row with its transparency map as alpha over white.
+``head``): the objective on the final image as rendered (untransformed, as
+``RenderResult.final``), and on two views neither variant trains on: the image resized to the
+network's 224 px and mirrored left-right; and the pixel standard deviation. Prints one JSON
+object (medians over the images and the per-image values) and writes, per layer, a figure: one
+row per variant shown, and for MaCo a row with its transparency map as alpha over white.
 
 Variants: ``fourier`` (featviz's default: Fourier basis, Lucid's transforms), ``maco``
 (``param.maco`` with its own transforms, ``transforms.maco_transforms``), and the two crossed
@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import featviz
-from featviz import objectives as obj
-from featviz import param, transforms
+from featviz import objectives as obj, param, transforms
 from featviz.image import make_grid, save_png, with_alpha
 
 # Classes a reader can recognize: goldfish, ostrich, flamingo, lion, monarch butterfly,

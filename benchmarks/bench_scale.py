@@ -81,7 +81,8 @@ def measure(model, layer, size, steps, batch, devices, redirect_steps):
         times.append(time.perf_counter() - t0)
     seconds = statistics.median(times)
     memory = renderer.compiled(objs, keys).memory_analysis()
-    return {"channels": batch, "compile_and_first_run_s": round(first, 3), "run_s": round(seconds, 3),
+    return {"channels": batch, "compile_and_first_run_s": round(first, 3),
+            "run_s": round(seconds, 3),
             "image_steps_per_s": batch * steps / seconds,
             "program_memory_bytes": memory.temp_size_in_bytes + memory.argument_size_in_bytes
             + memory.output_size_in_bytes}
@@ -122,7 +123,8 @@ def main():
                       args.redirect_steps)
         per_step = step_flops(model, args.layer, args.size, batch)
         run["step_flops_per_image"] = per_step / batch
-        run["flop_utilization"] = per_step * args.steps / run["run_s"] / (peak * len(devices or [1]))
+        run["flop_utilization"] = (per_step * args.steps / run["run_s"]
+                                   / (peak * len(devices or [1])))
         run["layer_seconds_estimate"] = n_layer * args.layer_steps / run["image_steps_per_s"]
         if device.platform == "gpu":
             run["device_peak_bytes"] = device.memory_stats().get("peak_bytes_in_use")

@@ -16,8 +16,10 @@ from . import cache
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Model": "models", "from_keras": "models", "from_linen": "models", "from_nnx": "models", "load_model": "models",
+    "Model": "models", "from_keras": "models", "from_linen": "models", "from_nnx": "models",
+    "load_model": "models",
     "Renderer": "engine", "RenderResult": "engine", "channel_keys": "engine", "render": "engine",
+    "RenderConfig": "config", "FeatvizError": "errors",
 }
 _SUBMODULES = ("objectives", "param", "transforms")
 
@@ -39,4 +41,5 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
-__all__ = sorted(set(_EXPORTS) | set(_SUBMODULES))
+# the lazy exports' names, from the one table above (pyright cannot evaluate this __all__)
+__all__ = sorted(set(_EXPORTS) | set(_SUBMODULES))  # pyright: ignore[reportUnsupportedDunderAll]

@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import matplotlib
@@ -29,7 +29,8 @@ def layer_fn(model: Model, layer: str):
     return jax.jit(lambda params, images: model.activations(images, params, [layer])[layer])
 
 
-def layer_maps(model: Model, image, layer: str, channels: Sequence[int] | None = None) -> np.ndarray:
+def layer_maps(model: Model, image, layer: str,
+               channels: Sequence[int] | None = None) -> np.ndarray:
     """Activation maps (C, h, w) of ``layer`` for one (H, W, 3) image in [0, 1]."""
     model.spatial_layer(layer)
     acts = np.asarray(layer_fn(model, layer)(model.params, one_image(image)))[0]

@@ -24,13 +24,15 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from . import rectifier_rules
 from .draws import derive_key
@@ -52,18 +54,19 @@ class AscentState(NamedTuple):
 
 
 class Schedule(NamedTuple):
-    """Which steps a call runs and at what rate (all scalars, data of the program)."""
+    """Which steps a call runs and at what rate (all scalars, data of the program: numpy
+    scalars as built, traced arrays inside it)."""
 
-    start: jax.Array           # first step of this segment (0: start from the keys' images)
-    stop: jax.Array            # one past its last step (at most start + SEGMENT)
-    steps: jax.Array           # steps of the whole render
-    lr_first: jax.Array        # learning rate at step 0 ...
-    lr_last: jax.Array         # ... and at step steps - 1, linear in between
-    redirect_until: jax.Array  # steps before this one use the redirected rectifier gradient
+    start: ArrayLike           # first step of this segment (0: start from the keys' images)
+    stop: ArrayLike            # one past its last step (at most start + SEGMENT)
+    steps: ArrayLike           # steps of the whole render
+    lr_first: ArrayLike        # learning rate at step 0 ...
+    lr_last: ArrayLike         # ... and at step steps - 1, linear in between
+    redirect_until: ArrayLike  # steps before this one use the redirected rectifier gradient
 
     @classmethod
     def of(cls, *, start: int, stop: int, steps: int, lr: float, ramp: tuple[float, float],
-           redirect_steps: int = 8) -> "Schedule":
+           redirect_steps: int = 8) -> Schedule:
         return cls(np.int32(start), np.int32(stop), np.int32(steps), np.float32(lr * ramp[0]),
                    np.float32(lr * ramp[1]), np.int32(redirect_steps))
 
@@ -85,7 +88,7 @@ class AscentSettings:
     transparency: bool = False
 
     @classmethod
-    def default(cls, model: Model, size: int, **changes) -> "AscentSettings":
+    def default(cls, model: Model, size: int, **changes) -> AscentSettings:
         """featviz's defaults: Fourier image, Lucid's transforms, Adam with a settable rate."""
         param = image(size, channels=model.input_channels)
         return cls(model, size, param, compose(standard_transforms()), default_optimizer(),

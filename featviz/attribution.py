@@ -18,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -27,9 +26,9 @@ from PIL import Image
 
 from . import draws, rectifier_rules
 from .activations import layer_fn
-from .image import as_images, one_image, to_uint8
 from .config import PROJECTIONS
-from .errors import ChannelRangeError, ClassIndexError, ClassifierError, NoSpatialMapError
+from .errors import ChannelRangeError, ClassifierError, ClassIndexError, NoSpatialMapError
+from .image import as_images, one_image, to_uint8
 from .models.base import Model, per_model
 
 
@@ -75,7 +74,8 @@ def _pick(logits, classes):
 def _input_grad_fn(model: Model):
     """jit((params, images, classes) -> d class score / d images), one score per image."""
     def total_score(params, images, classes):
-        return _pick(model.activations(images, params, [score_layer(model)])[score_layer(model)], classes)[0].sum()
+        layer = score_layer(model)
+        return _pick(model.activations(images, params, [layer])[layer], classes)[0].sum()
     return jax.jit(jax.grad(total_score, argnums=1))
 
 
@@ -90,7 +90,8 @@ def _gradients(model: Model, images, classes) -> np.ndarray:
 
 
 def saliency(model: Model, images, class_idx=None) -> np.ndarray:
-    """Vanilla gradient saliency (Simonyan et al., 2014): max over color of |gradient|, (N, H, W)."""
+    """Vanilla gradient saliency (Simonyan et al., 2014): max over color of |gradient|,
+    (N, H, W)."""
     return np.abs(input_gradients(model, images, class_idx)).max(axis=-1)
 
 
@@ -126,7 +127,8 @@ def predict(model: Model, images) -> np.ndarray:
 
 @per_model
 def _layer_and_grad_fn(model: Model, layer: str):
-    """jit((params, images, classes) -> (activations of layer, d score / d activations, classes))."""
+    """jit((params, images, classes) -> (activations of layer, d score / d activations,
+    classes))."""
     def outputs(params, images):
         acts = model.activations(images, params)
         return acts[layer], acts[score_layer(model)]
@@ -274,7 +276,7 @@ def overlay(image, heatmap, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray
     an (H, W, 3) image in [0, 1]; returns uint8 (H, W, 3)."""
     image = np.asarray(image, np.float32)
     heat = Image.fromarray(np.asarray(heatmap, np.float32)).resize(image.shape[1::-1],
-                                                                  Image.BILINEAR)
+                                                                  Image.Resampling.BILINEAR)
     heat = np.asarray(heat)
     heat = heat / (heat.max() or 1.0)
     colored = matplotlib.colormaps[cmap](heat)[..., :3]

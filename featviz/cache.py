@@ -3,11 +3,11 @@ process, so only the first run of a job pays XLA's compile time.
 
 It is on by default, for library calls and the command line alike, as soon as ``featviz`` is
 imported (before JAX is: through JAX's own environment variables, so that importing featviz
-stays cheap; after it: through ``jax.config``). Location: ``$FEATVIZ_CACHE_DIR``, by default ``~/.cache/featviz/xla`` (under
-``$XDG_CACHE_HOME`` when set). ``FEATVIZ_CACHE_DIR=""`` turns it off. A cache that JAX was
-already told to use (``JAX_COMPILATION_CACHE_DIR`` or ``jax_compilation_cache_dir``) is left
-as it is. JAX decides once per process, at its first compilation, whether a cache is used: set
-these before compiling anything.
+stays cheap; after it: through ``jax.config``). Location: ``$FEATVIZ_CACHE_DIR``, by default
+``~/.cache/featviz/xla`` (under ``$XDG_CACHE_HOME`` when set). ``FEATVIZ_CACHE_DIR=""`` turns
+it off. A cache that JAX was already told to use (``JAX_COMPILATION_CACHE_DIR`` or
+``jax_compilation_cache_dir``) is left as it is. JAX decides once per process, at its first
+compilation, whether a cache is used: set these before compiling anything.
 
 A program's cache key is its StableHLO text plus the JAX version, platform and compile
 options; featviz passes the seed, steps, learning rate, channels and network weights as
@@ -44,7 +44,8 @@ def enable_persistent_cache() -> str | None:
             os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(MIN_COMPILE_SECONDS)
         return os.environ.get("JAX_COMPILATION_CACHE_DIR") or None
     import jax
-    if path and not jax.config.jax_compilation_cache_dir:
+    # jax.config's options are attributes it defines at runtime, unknown to its type hints
+    if path and not jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return cache_dir()
@@ -53,4 +54,5 @@ def enable_persistent_cache() -> str | None:
 def cache_dir() -> str | None:
     """The directory JAX's persistent compilation cache uses now (None: no cache)."""
     import jax
-    return jax.config.jax_compilation_cache_dir or None
+    # jax.config's options are attributes it defines at runtime, unknown to its type hints
+    return jax.config.jax_compilation_cache_dir or None  # pyright: ignore[reportAttributeAccessIssue]

@@ -11,7 +11,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import ChannelRangeError, SizeError
 

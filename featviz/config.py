@@ -128,7 +128,7 @@ class RenderConfig:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not "
                                   f"{getattr(self, name)!r}")
 
-    def replace(self, **changes) -> "RenderConfig":
+    def replace(self, **changes) -> RenderConfig:
         """A copy with ``changes``, checked; an unknown name is a ``ConfigError``."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -136,7 +136,7 @@ class RenderConfig:
                               f"settings are {', '.join(f.name for f in dataclasses.fields(self))}")
         return dataclasses.replace(self, **changes)
 
-    def with_default_rate(self) -> "RenderConfig":
+    def with_default_rate(self) -> RenderConfig:
         """The config with featviz's Adam's rate and ramp where it leaves them to the default."""
         return self.replace(lr=DEFAULT_LR if self.lr is None else self.lr,
                             lr_ramp=DEFAULT_LR_RAMP if self.lr_ramp is None else self.lr_ramp)

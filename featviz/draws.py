@@ -62,7 +62,8 @@ def seeded_keys(seed: int, indices) -> jax.Array:
     base = _mix(np.full(index.shape, seed, np.uint32) * _GOLDEN + np.uint32(0x632BE5AB))
     first = _mix(base ^ _mix(index * _GOLDEN + np.uint32(1)))
     data = np.stack([first, _mix(first ^ (base + _GOLDEN))], axis=-1)
-    return jax.random.wrap_key_data(data, impl="threefry2x32")
+    # jax annotates key_bits_array as jax.Array, but takes any array (it is converted)
+    return jax.random.wrap_key_data(data, impl="threefry2x32")  # pyright: ignore[reportArgumentType]
 
 
 def _bits(key, shape) -> jax.Array:

@@ -23,10 +23,10 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -162,7 +162,7 @@ class Renderer:
             self.model.params)
         return self._placed(params, sharded=False)
 
-    def __call__(self, objectives, keys, *, on_segment: Callable[[int], None] | None = None,
+    def __call__(self, objectives, keys, *, on_segment: Callable[[int], object] | None = None,
                  **overrides) -> RenderResult:
         """Render a list of objectives (or an already stacked batch), one key per image.
 
@@ -224,6 +224,7 @@ class Renderer:
         final_ready = _BACKGROUND.submit(self.final_values, unpadded, blank)
         program = self._executable(objectives, keys, state)
         traces = []
+        assert config.lr is not None and config.lr_ramp is not None  # set by rates.resolved
         for start in range(0, config.steps, SEGMENT):
             stop = min(start + SEGMENT, config.steps)
             schedule = self._placed(Schedule.of(

@@ -21,20 +21,20 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 from urllib.parse import quote
 
 import numpy as np
 
+from .attribution import PROJECTIONS
 from .channels import check_size, parse_channels
 from .config import RenderConfig
+from .image import save_png, write_text_atomic
 from .jobs import render_channels
-from .attribution import PROJECTIONS
+from .models.base import Model
 from .photos import DatasetError, iter_images, sample_photos, square_resize, warn_once
 from .top_patches import patch_projections, top_patches
-from .image import save_png, write_text_atomic
-from .models.base import Model
 
 Photos = Callable[[], Iterator[tuple[str, np.ndarray]]]
 

@@ -25,7 +25,8 @@ def square_crop(im: Image.Image, size: int) -> Image.Image:
     w, h = im.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    return im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+    return im.resize((size, size), Image.Resampling.BILINEAR,
+                     box=(left, top, left + side, top + side))
 
 
 def _eight_bit(im: Image.Image) -> Image.Image:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import jax
 
-from . import __version__, distributed
-from . import objectives as obj
+from . import __version__, distributed, objectives as obj
 from .channels import check_channels, check_size
 from .config import RenderConfig
 from .engine import Renderer, channel_keys
@@ -153,10 +152,11 @@ def _render_todo(renderer: Renderer, result: LayerRender, todo: list, record: di
         pending = None
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
-            padded = part + [part[-1]] * (chunk - len(part))  # same batch size: no recompile
+            n = len(part)
+            padded = part + [part[-1]] * (chunk - n)  # same batch size: no recompile
             out = renderer([obj.channel(layer, c) for c in padded],
                            channel_keys(renderer.config.seed, padded),
-                           on_segment=lambda ran, k=len(part): bar.update(k * ran))
+                           on_segment=lambda ran, k=n: bar.update(k * ran))
             timing["compile"] = renderer.compile_seconds
             timing["compute"] = time.perf_counter() - began - renderer.compile_seconds
             if pending is not None:

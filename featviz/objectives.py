@@ -20,11 +20,14 @@ Example:
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
+
 from .errors import ObjectiveIndexError
 
 
@@ -33,7 +36,8 @@ class Objective:
     """``fn(params, activations, image, static) -> scalar``; ``params`` are array leaves and
     ``static`` is hashable structure (layer names, operators) that fixes the compiled program."""
 
-    def __init__(self, fn: Callable, params: Any, static: tuple, layers: frozenset = frozenset()):
+    def __init__(self, fn: Callable, params: Any, static: tuple,
+                 layers: Iterable[str] = frozenset()):
         self.fn, self.params, self.static, self.layers = fn, params, static, frozenset(layers)
 
     def __call__(self, activations: dict, image) -> jax.Array:
@@ -110,7 +114,8 @@ def _terms_value(params, acts, image, static):
             total = total + fn(members[0], acts, image, st)
         else:
             stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *members)
-            total = total + jax.vmap(lambda q: fn(q, acts, image, st))(stacked).sum()
+            term = jax.vmap(lambda q, fn=fn, st=st: fn(q, acts, image, st))
+            total = total + term(stacked).sum()
     return total
 
 

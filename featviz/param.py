@@ -18,15 +18,16 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .draws import normal, uniform
 from . import config
+from .draws import normal, uniform
 from .errors import ConfigError
 
 # Square root of the colour correlation of ImageNet photos (Lucid), scaled so that its
@@ -103,7 +104,7 @@ def image(size: int, *, fft: bool = True, decorrelate: bool = True, sigmoid: boo
 MACO_SPECTRUM = Path(__file__).resolve().parent / "data" / "maco_spectrum.npy"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo_spectrum() -> np.ndarray:
     return np.load(MACO_SPECTRUM).astype(np.float32)
 

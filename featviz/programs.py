@@ -41,8 +41,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import cache
-from . import objectives as objectives_lib
+from . import cache, objectives as objectives_lib
 
 log = logging.getLogger(__name__)
 KNOWN_MODULES = ("featviz.objectives", "operator", "_operator")
@@ -99,12 +98,12 @@ def source_fingerprint() -> str:
 def program_key(parts: dict) -> str:
     """The store key of a program: ``parts`` plus featviz's source, JAX's versions and every
     setting of the environment that changes what XLA compiles."""
-    import jaxlib
+    import jaxlib.version
     environment = {k: v for k, v in sorted(os.environ.items())
                    if k.startswith(("FEATVIZ_", "XLA_", "JAX_"))
                    and "CACHE" not in k and "LOG" not in k}
     document = {"parts": parts, "source": source_fingerprint(), "jax": jax.__version__,
-                "jaxlib": jaxlib.__version__, "environment": environment}
+                "jaxlib": jaxlib.version.__version__, "environment": environment}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 

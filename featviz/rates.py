@@ -7,8 +7,8 @@ unless it is built the same way with a numeric rate; then ``lr`` and ``lr_ramp``
 
 Example:
     >>> import optax
-    >>> settable_rate(default_optimizer(0.1)), settable_rate(optax.adam(0.1))
-    (0.1, None)
+    >>> settable_rate(default_optimizer(0.5)), settable_rate(optax.adam(0.1))
+    (0.5, None)
     >>> [float(ramped_rate(4.0, 1.0, i, 4)) for i in range(4)]
     [4.0, 3.0, 2.0, 1.0]
 """

@@ -46,6 +46,7 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal, Var
@@ -183,7 +184,7 @@ def _eval(jaxpr, consts, args, rule, taps, on):
             outs = outs if eqn.primitive.multiple_results else [outs]
             flags = [False] * len(outs)
         moved = {outer for outer, inner in zip(eqn.outvars, sub.jaxpr.outvars)
-                 if inner in tapped_inside} if tapped_inside else set()
+                 if inner in tapped_inside} if tapped_inside and sub is not None else set()
         for var, value, flag in zip(eqn.outvars, outs, flags):
             write(var, value, tap=var not in moved)
             if flag:

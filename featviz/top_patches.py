@@ -12,14 +12,16 @@ Example:
     >>> field.stride
     4
     >>> result = top_patches(model, sample_photos(), "blocks_1", [0, 3], k=2, size=64)
-    >>> [len(result.examples[c]) for c in (0, 3)], result.examples[0][0].patch.shape[0] == field.size
+    >>> ([len(result.examples[c]) for c in (0, 3)],
+    ...  result.examples[0][0].patch.shape[0] == field.size)
     ([2, 2], True)
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +82,8 @@ def receptive_field(model: Model, layer: str, size: int, max_side: int = 2048) -
 
 
 def crop(image, top: int, left: int, size: int) -> np.ndarray:
-    """The ``size`` x ``size`` window at (top, left) of an (H, W, 3) image; grey past its borders."""
+    """The ``size`` x ``size`` window at (top, left) of an (H, W, 3) image; grey past its
+    borders."""
     out = np.full((size, size, 3), GREY, np.float32)
     h, w = image.shape[:2]
     y0, x0 = max(top, 0), max(left, 0)
@@ -167,10 +170,12 @@ def top_patches(model: Model, images: Iterable[tuple[str, np.ndarray]], layer: s
     return TopPatches(layer, size, field, examples, len(names))
 
 
-def patch_grid(examples: Sequence[Example], tile: int = 96, columns: int | None = None) -> np.ndarray:
+def patch_grid(examples: Sequence[Example], tile: int = 96,
+               columns: int | None = None) -> np.ndarray:
     """Tile a channel's examples, each patch resized to ``tile`` px and labeled with its
     activation, into a uint8 image."""
-    resample = Image.NEAREST if examples[0].patch.shape[0] < tile else Image.BILINEAR
+    resample = (Image.Resampling.NEAREST if examples[0].patch.shape[0] < tile
+                else Image.Resampling.BILINEAR)
     tiles = [np.asarray(Image.fromarray(to_uint8(e.patch)).resize((tile, tile), resample))
              for e in examples]
     return make_grid(np.stack(tiles), columns=columns, labels=[f"{e.value:.3f}" for e in examples])

@@ -11,8 +11,8 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ def pad(width: int, value: float = 0.5) -> Transform:
 def jitter(d: int) -> Transform:
     """Random crop that is ``d`` pixels smaller in each dimension (a random shift of 0..d)."""
 
-    def apply(key, img):
+    def apply(key, img) -> jax.Array:
         return _crop(img, _below(key, (d + 1, d + 1)), d)
 
     return apply
@@ -86,7 +86,8 @@ def _about_centre(matrix, ys, xs, h: int, w: int):
 
 def _source_coords(matrix, h: int, w: int):
     """Where each pixel of an (h, w) canvas samples from: centre + matrix @ (pixel - centre)."""
-    return _about_centre(matrix, *_pixel_grid(h, w), h, w)
+    ys, xs = _pixel_grid(h, w)
+    return _about_centre(matrix, ys, xs, h, w)
 
 
 def _gather_pixels(img, ys, xs):
@@ -125,7 +126,8 @@ def _warp(img, matrix, reach: int, fill: float, shift=None):
     ``reach`` of inverse(matrix) @ (p - centre), which covers all of them whenever
     ``reach >= ceil(|inverse(matrix)|_inf + 0.5) - 1``.
     """
-    return _bilinear(img, *_shifted(_source_coords(matrix, *img.shape[:2]), shift), fill)
+    sy, sx = _shifted(_source_coords(matrix, *img.shape[:2]), shift)
+    return _bilinear(img, sy, sx, fill)
 
 
 def _warp_fwd(img, matrix, reach, fill, shift=None):
@@ -169,9 +171,9 @@ def _rotation(radians):
 
 def _below(key, limits: Sequence[int]) -> jax.Array:
     """One random integer in [0, limit) per limit, uniform (``uniform``: no threefry call)."""
-    limits = np.asarray(limits, np.int32)
-    drawn = (uniform(key, limits.size) * limits).astype(jnp.int32)
-    return jnp.minimum(drawn, limits - 1)
+    bounds = np.asarray(limits, np.int32)
+    drawn = (uniform(key, bounds.size) * bounds).astype(jnp.int32)
+    return jnp.minimum(drawn, bounds - 1)
 
 
 def _choices(values, key):
@@ -200,7 +202,7 @@ def random_scale_rotate(scales: Sequence[float], degrees: Sequence[float],
     radians = np.deg2rad(np.asarray(degrees, np.float32))
     reach = _reach(max(scales), radians)
 
-    def apply(key, img):
+    def apply(key, img) -> jax.Array:
         i_scale, i_rot = _below(key, (len(scales), len(radians)))
         scale = jnp.asarray(scales, jnp.float32)[i_scale]
         return _warp(img, _rotation(jnp.asarray(radians)[i_rot]) / scale, reach, fill)
@@ -215,7 +217,7 @@ def random_crop(fractions: Sequence[float] = (0.5, 1.0), fill: float = 0.5) -> T
     low, high = float(min(fractions)), float(max(fractions))
     reach = _reach(1.0 / low, np.zeros(1))
 
-    def apply(key, img):
+    def apply(key, img) -> jax.Array:
         h, w, _ = img.shape
         u = uniform(key, 3)
         fraction = low + (high - low) * u[0]
@@ -243,12 +245,13 @@ def blur(sigma: float = 0.5) -> Transform:
     taps = gaussian_kernel(sigma)
     r = len(taps) // 2
 
-    def apply(key, img):
+    def apply(key, img) -> jax.Array:
         h, w, _ = img.shape
         p = jnp.pad(img, ((r, r), (0, 0), (0, 0)), mode="edge")
         img = sum(float(t) * p[i:i + h] for i, t in enumerate(taps))
         p = jnp.pad(img, ((0, 0), (r, r), (0, 0)), mode="edge")
-        return sum(float(t) * p[:, i:i + w] for i, t in enumerate(taps))
+        # a sum of arrays (taps is never empty); typeshed adds sum()'s start, 0, to its type
+        return sum(float(t) * p[:, i:i + w] for i, t in enumerate(taps))  # pyright: ignore[reportReturnType]
 
     return apply
 

@@ -31,7 +31,7 @@ TITLE_HEIGHT = 16
 def _resized(image, side: int) -> np.ndarray:
     """A float image in [0, 1] as a ``side`` x ``side`` uint8 tile (nearest for small ones)."""
     im = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
-    resample = Image.NEAREST if im.size[0] < side else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if im.size[0] < side else Image.Resampling.BILINEAR
     return np.asarray(im.resize((side, side), resample))
 
 

@@ -29,9 +29,9 @@ from skimage import data
 import featviz
 from featviz import attribution as attr
 from featviz.activations import activation_grid, layer_maps
+from featviz.image import load_image, to_uint8
 from featviz.photos import sample_photos, square_resize
 from featviz.top_patches import patch_grid, top_patches
-from featviz.image import load_image, to_uint8
 
 FEATVIZ_FAST = os.environ.get("FEATVIZ_FAST", "1") == "1"
 N_CHANNELS, K = (8, 4) if FEATVIZ_FAST else (16, 9)

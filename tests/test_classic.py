@@ -8,13 +8,12 @@ from PIL import Image
 from skimage import data
 
 import featviz
-from featviz import attribution as attr
-from featviz import rectifier_rules
+from featviz import attribution as attr, rectifier_rules
 from featviz.activations import activation_grid, layer_fn, layer_maps
 from featviz.cli import main
+from featviz.image import load_image
 from featviz.photos import iter_images
 from featviz.top_patches import ReceptiveField, receptive_field, top_patches
-from featviz.image import load_image
 
 W1 = np.array([[1.0, -2.0], [3.0, 1.0], [-1.0, -1.0], [2.0, 2.0]], np.float32)
 W2 = np.array([[1.0, -1.0, 2.0, 1.0], [-2.0, 1.0, 1.0, -1.0]], np.float32)
@@ -28,7 +27,8 @@ def _resized(photo, size):
 @pytest.mark.parametrize("act", ["relu", "relu6"])
 @pytest.mark.parametrize("rule", [None, "guided", "deconvnet", "linear"])
 def test_rectifier_rules_match_hand_computation(act, rule):
-    f = lambda x: jnp.array([1.0, 0.5]) @ (W2 @ getattr(jax.nn, act)(W1 @ x))
+    def f(x):
+        return jnp.array([1.0, 0.5]) @ (W2 @ getattr(jax.nn, act)(W1 @ x))
     z = W1 @ X
     g = W2.T @ np.array([1.0, 0.5])  # gradient arriving at the rectifier: [0, -0.5, 2.5, 0.5]
     hi = np.inf if act == "relu" else 6.0
@@ -41,7 +41,8 @@ def test_rectifier_rules_match_hand_computation(act, rule):
 
 def test_interpreter_without_rule_is_plain_gradient(lite0):
     x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
-    f = lambda p, im: lite0.apply(p, lite0.preprocess(im))["blocks_8"][..., 3].mean()
+    def f(p, im):
+        return lite0.apply(p, lite0.preprocess(im))["blocks_8"][..., 3].mean()
     plain = jax.jit(jax.grad(f, 1))(lite0.params, x)
     ours = jax.jit(jax.grad(lambda p, im: rectifier_rules.evaluate(f, p, im), 1))(lite0.params, x)
     np.testing.assert_allclose(ours, plain, rtol=1e-5, atol=1e-7)
@@ -71,7 +72,8 @@ def test_deconvnet_projection_of_a_unit_does_not_depend_on_the_image(lite0):
 
 @pytest.fixture(scope="module")
 def cat_in_corner(lite0):
-    """A 224 px grey image with the cat photo in its bottom-right quadrant, and the photo's class."""
+    """A 224 px grey image with the cat photo in its bottom-right quadrant, and the photo's
+    class."""
     photo = _resized(data.chelsea(), 112)
     image = np.full((224, 224, 3), 0.5, np.float32)
     image[112:, 112:] = photo
@@ -209,7 +211,8 @@ def test_cli_commands_write_outputs(tmp_path, photo_folder, capsys):
         assert main(argv + ["--out", str(tmp_path / out), "--save-array", str(array)]) == 0
         assert Image.open(tmp_path / out).size[0] >= 64 and np.load(array).size > 0
     assert main(["top-patches", "--images", str(photo_folder), "--layer", "blocks_1",
-                 "--channels", "0,5", "--k", "2", "--size", "64", "--out", str(tmp_path / "tp")]) == 0
+                 "--channels", "0,5", "--k", "2", "--size", "64",
+                 "--out", str(tmp_path / "tp")]) == 0
     assert sorted(p.name for p in (tmp_path / "tp").iterdir()) == [
         "blocks_1_0.png", "blocks_1_5.png", "results.json"]
 

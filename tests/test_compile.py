@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -113,11 +112,11 @@ def test_stored_program_is_loaded_by_another_process_with_other_settings(tmp_pat
     count, learning rate and channels loads the first one's program without tracing it."""
     cache = tmp_path / "cache"
     first = _render_in_a_new_process(cache, tmp_path / "a", "--channels", "0-3", "--steps", "8")
-    assert "Compiling jit(_segment)" in first
+    assert "Compiling jit(run_segment)" in first
     assert len(list((cache / "programs").iterdir())) == 1
     second = _render_in_a_new_process(cache, tmp_path / "b", "--channels", "4-7", "--steps", "40",
                                       "--seed", "5", "--lr", "0.02")
-    assert "Compiling jit(_segment)" not in second
+    assert "Compiling jit(run_segment)" not in second
     assert len(list((tmp_path / "b").glob("*.png"))) == 4
 
 
@@ -144,8 +143,8 @@ def test_adapted_model_program_is_found_in_jax_cache_by_another_process(tmp_path
                            capture_output=True, text=True, env=env, timeout=600)
             for seed, steps in (("0", "4"), ("3", "40"))]
     assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-2000:]
-    assert "Persistent compilation cache hit for 'jit__segment'" not in runs[0].stderr
-    assert "Persistent compilation cache hit for 'jit__segment'" in runs[1].stderr
+    assert "Persistent compilation cache hit for 'jit_run_segment'" not in runs[0].stderr
+    assert "Persistent compilation cache hit for 'jit_run_segment'" in runs[1].stderr
     assert not (tmp_path / "programs").exists()
 
 
@@ -173,7 +172,8 @@ def test_damaged_stored_program_is_compiled_again(tmp_path, monkeypatch, compila
     compilations.clear()
     again = featviz.Renderer(model, size=40, steps=4)
     np.testing.assert_array_equal(again(objs, keys).images, first.images)
-    assert compilations.count("run_segment") == 1 and not entry.exists()  # removed, and compiled instead
+    # removed, and compiled instead
+    assert compilations.count("run_segment") == 1 and not entry.exists()
     assert programs.load(entry.stem) is None
 
 

@@ -9,9 +9,7 @@ import optax
 import pytest
 
 import featviz
-from featviz import objectives as obj
-from featviz import draws, param, transforms as T
-
+from featviz import draws, objectives as obj, param, transforms as T
 
 # --- objectives ------------------------------------------------------------------------------
 
@@ -101,7 +99,8 @@ def test_arithmetic_is_exact():
         2 / obj.class_logit(1): 1.0,
         -obj.channel("conv", 0): -c0,
         1 - obj.channel("conv", 0): 1 - c0,
-        (obj.channel("conv", 0) + obj.channel("conv", 1)) * (obj.class_logit(1) - 1): (c0 + c1) * (logit - 1),
+        (obj.channel("conv", 0) + obj.channel("conv", 1)) * (obj.class_logit(1) - 1):
+            (c0 + c1) * (logit - 1),
     }
     for o, expected in cases.items():
         assert float(o(ACTS, IMG)) == pytest.approx(expected), o
@@ -307,7 +306,8 @@ def test_counter_based_normal_draws_are_standard_normal():
     assert abs(values.mean()) < 0.01 and abs(values.std() - 1) < 0.01  # 65536 draws
     for z in (-2.0, -1.0, 0.0, 1.0, 2.0):  # the normal CDF at a few points, within 4 sigma
         expected = 0.5 * (1 + math.erf(z / math.sqrt(2)))
-        assert abs((values < z).mean() - expected) < 4 * math.sqrt(expected * (1 - expected) / values.size)
+        sigma = math.sqrt(expected * (1 - expected) / values.size)
+        assert abs((values < z).mean() - expected) < 4 * sigma
 
 
 def test_standard_transforms_have_fixed_shape():
@@ -338,7 +338,8 @@ def test_batched_render_equals_per_channel_renders(tiny_model):
 def test_new_channel_does_not_recompile(tiny_model, compilations):
     r = featviz.Renderer(tiny_model, size=32, steps=4)
     for c in range(4):
-        r([obj.channel("relu1", c), obj.channel("relu1", 7 - c)], featviz.channel_keys(0, [c, 7 - c]))
+        r([obj.channel("relu1", c), obj.channel("relu1", 7 - c)],
+          featviz.channel_keys(0, [c, 7 - c]))
     assert compilations.count("run_segment") == 1
 
 
@@ -426,10 +427,12 @@ def test_bfloat16_compute_keeps_float32_images_and_rises(tiny_model):
 def test_redirected_rule_passes_gradient_only_to_dead_examples():
     from featviz import rectifier_rules
 
-    f = lambda x: jnp.sum(jax.nn.relu6(x) * jnp.array([1.0, -1.0]), axis=1)
+    def f(x):
+        return jnp.sum(jax.nn.relu6(x) * jnp.array([1.0, -1.0]), axis=1)
     x = jnp.array([[-1.0, -2.0],    # example 0: both units dead (plain gradient all zero)
                    [3.0, -2.0]])    # example 1: unit 0 alive
-    loss = lambda x: -f(x).sum()    # the renderer minimizes minus the objective
+    def loss(x):  # the renderer minimizes minus the objective
+        return -f(x).sum()
     plain = jax.grad(loss)(x)
     redirected = jax.grad(lambda v: -rectifier_rules.evaluate(f, v, rule="redirected").sum())(x)
     np.testing.assert_array_equal(plain, [[0, 0], [-1, 0]])

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import featviz
-from featviz import attribution as attr
-from featviz import objectives as obj
+from featviz import attribution as attr, objectives as obj
 from featviz.activations import layer_maps
 from featviz.models import keras as fk
 from featviz.photos import sample_photos
@@ -21,7 +20,8 @@ keras = fk._import_keras()
 # Keras's own numpy conversion in model.predict, with numpy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-VGG_LAYERS = ["block1_conv2", "block2_pool", "block3_conv3", "block5_pool", "global_average_pooling2d"]
+VGG_LAYERS = ["block1_conv2", "block2_pool", "block3_conv3", "block5_pool",
+              "global_average_pooling2d"]
 RESNET_LAYERS = ["conv1_relu", "conv2_block1_out", "conv3_block2_add", "conv5_block3_out",
                  "predictions"]
 
@@ -172,7 +172,7 @@ def test_keras_application_errors_say_what_to_do(tmp_path, monkeypatch):
         fk.keras_application("ResNet50")
     message = str(err.value)
     assert "\n" not in message and fk.APPLICATIONS["ResNet50"].top_url in message
-    assert "keras.applications.ResNet50(weights='imagenet')" in message and "--weights" in message
+    assert "keras.applications.ResNet50(weights='imagenet')" in message and "weights=PATH" in message
     with pytest.raises(fk.KerasWeightsError, match="no weights file"):
         fk.keras_application("VGG16", weights=str(tmp_path / "missing.h5"))
     with pytest.raises(featviz.models.UnknownModelError, match="supported: VGG16, VGG19, ResNet50"):
@@ -251,7 +251,8 @@ def test_rectified_layers_know_their_pre_activation(request, which, layer, pre):
 def _flatten_head():
     """A small network with a fixed input size and a Flatten -> Dense softmax head."""
     with fk.numpy_initializers(np.random.default_rng(0)):
-        return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+        return keras.Sequential([keras.Input((32, 32, 3)),
+                                 keras.layers.Conv2D(8, 3, activation="relu"),
                                  keras.layers.MaxPooling2D(), keras.layers.Flatten(),
                                  keras.layers.Dense(10, activation="softmax")], name="fixed")
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import featviz
-from featviz import objectives as obj
-from featviz import param, transforms as T
+from featviz import objectives as obj, param, transforms as T
 
 
 def _decorrelated(img):

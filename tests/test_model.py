@@ -71,7 +71,8 @@ def test_depthwise_conv_and_its_gradient_match_grouped_conv(stride, kernel, size
     def loss(conv):  # a random weighted sum: its gradient is the VJP of that cotangent
         return lambda x, w: (conv(x, w) * cotangent).sum()
 
-    ours = lambda x, w: depthwise_conv(x, w, stride)
+    def ours(x, w):
+        return depthwise_conv(x, w, stride)
     np.testing.assert_allclose(ours(x, w), grouped(x, w), rtol=0, atol=1e-5)
     (gx_ours, gw_ours), (gx_ref, gw_ref) = (jax.grad(loss(conv), (0, 1))(x, w)
                                             for conv in (ours, grouped))

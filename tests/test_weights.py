@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from featviz.models.efficientnet_lite import default_weights_path
-from featviz.models.torch_weights import (_STORAGE_DTYPES, LEGACY_MAGIC, WeightsFileError,
-                                          read_state_dict)
+from featviz.models.torch_weights import (
+    _STORAGE_DTYPES,
+    LEGACY_MAGIC,
+    WeightsFileError,
+    read_state_dict,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,22 @@ import numpy as np
 import pytest
 
 import featviz
-from featviz.models import (REGISTRY, ZOO, MissingWeightsError, UnknownModelError,
-                            WeightsFileError, describe_models, load_model)
-from featviz.models.efficientnet_lite import (HEAD_FEATURES, STEM_FEATURES, VARIANTS,
-                                              default_weights_path, lite_blocks)
+from featviz.models import (
+    REGISTRY,
+    ZOO,
+    MissingWeightsError,
+    UnknownModelError,
+    WeightsFileError,
+    describe_models,
+    load_model,
+)
+from featviz.models.efficientnet_lite import (
+    HEAD_FEATURES,
+    STEM_FEATURES,
+    VARIANTS,
+    default_weights_path,
+    lite_blocks,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_zoo.npz"
 # The logits' tolerance is the README's figure. Measured (XLA:CPU, float32): Lite1 4.4e-6,

@@ -16,8 +16,8 @@ import functools
 import sys
 import warnings
 
-from . import classic, rendering, site
 from ..errors import FeatvizError, UsageError
+from . import classic, rendering, site
 from .common import OPTION_RANGES, check_distributed, check_options, with_flags
 
 __all__ = ["OPTION_RANGES", "UsageError", "build_parser", "main"]
@@ -37,9 +37,10 @@ class _ShowDefaults(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featviz", description="See what each filter of a "
                                      "convolutional network responds to.")
+    parser_class = functools.partial(argparse.ArgumentParser, formatter_class=_ShowDefaults)
+    # argparse only calls parser_class(**kwargs); typeshed asks for a class, not a partial
     sub = parser.add_subparsers(dest="command", required=True,
-                                parser_class=functools.partial(argparse.ArgumentParser,
-                                                               formatter_class=_ShowDefaults))
+                                parser_class=parser_class)  # pyright: ignore[reportArgumentType]
     for group in (rendering, classic, site):
         group.register(sub)
     return parser
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     except FeatvizError as err:  # a user mistake: one line
         print(f"featviz: error: {with_flags(str(err))}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - running out of memory, else a bug: re-raised
+    except Exception as err:  # running out of memory, else a bug: re-raised
         if "RESOURCE_EXHAUSTED" not in str(err) and not isinstance(err, MemoryError):
             raise
         print("featviz: error: out of memory for this job; use a smaller --size, --chunk or "

@@ -15,8 +15,16 @@ from __future__ import annotations
 import json
 
 from ..config import PROJECTIONS
-from .common import (add_model_options, add_render_options, check_png_outputs, model_from_args,
-                     picked_channels, plural, render_config, writable_dir)
+from .common import (
+    add_model_options,
+    add_render_options,
+    check_png_outputs,
+    model_from_args,
+    picked_channels,
+    plural,
+    render_config,
+    writable_dir,
+)
 
 SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput")
 

@@ -18,8 +18,17 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..config import (ACTIVATIONS, DEFAULT_LR, DEFAULT_LR_RAMP, OPTION_RANGES, PARAMETERIZATIONS,
-                      PRECISIONS, RenderConfig, checked_ramp, range_error)
+from ..config import (
+    ACTIVATIONS,
+    DEFAULT_LR,
+    DEFAULT_LR_RAMP,
+    OPTION_RANGES,
+    PARAMETERIZATIONS,
+    PRECISIONS,
+    RenderConfig,
+    checked_ramp,
+    range_error,
+)
 from ..errors import ConfigError, UsageError
 
 

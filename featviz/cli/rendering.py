@@ -12,8 +12,16 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from .common import (add_model_options, add_render_options, model_from_args, picked_channels,
-                     plural, render_config, writable_dir, writable_file)
+from .common import (
+    add_model_options,
+    add_render_options,
+    model_from_args,
+    picked_channels,
+    plural,
+    render_config,
+    writable_dir,
+    writable_file,
+)
 
 
 def cmd_models(args):

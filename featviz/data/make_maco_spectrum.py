@@ -58,7 +58,7 @@ def spectrum(size: int = REFERENCE) -> np.ndarray:
                 amp /= window_rms
                 amp[0, 0] = size * np.abs(mean)
                 total, count = total + amp, count + 1
-    return (total / count).astype(np.float32)
+    return np.asarray(total / count, np.float32)
 
 
 def main():

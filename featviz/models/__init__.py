@@ -21,12 +21,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from .base import Model, UnknownLayerError, UnknownModelError
-from .flax_adapters import from_linen, from_nnx
 from .efficientnet_lite import VARIANTS, lite_layers, load_efficientnet_lite
+from .flax_adapters import from_linen, from_nnx
 from .keras import KerasWeightsError, from_keras, keras_application
 from .tiny import TINY_LAYERS, load_tiny
 from .torch_weights import MissingWeightsError, WeightsFileError

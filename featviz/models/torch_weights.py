@@ -19,9 +19,11 @@ import pickle
 import struct
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import ml_dtypes
 import numpy as np
+
 from ..errors import MissingWeightsError, WeightsFileError  # noqa: F401
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -61,7 +63,8 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
 _ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
             ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
             ("torch._utils", "_rebuild_tensor"): _rebuild_tensor}
-_ALLOWED.update({("torch", name): _StorageType(np.dtype(dt)) for name, dt in _STORAGE_DTYPES.items()})
+_ALLOWED.update({("torch", name): _StorageType(np.dtype(dt))
+                 for name, dt in _STORAGE_DTYPES.items()})
 
 
 class _StateDictUnpickler(pickle.Unpickler):
@@ -90,8 +93,9 @@ def _load_pickle(file, allow_globals=True):
         return _StateDictUnpickler(file, allow_globals).load()
     except WeightsFileError:
         raise
-    except Exception as err:  # any malformed pickle stream
-        raise WeightsFileError(f"not a PyTorch weights file ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - any malformed pickle stream
+        raise WeightsFileError(
+            f"not a PyTorch weights file ({type(err).__name__}: {err})") from None
 
 
 def _is_count(value) -> bool:
@@ -135,7 +139,7 @@ def _collect_storages(obj, found: dict):
     return found
 
 
-def _read_legacy(f) -> dict:
+def _read_legacy(f) -> tuple[Any, dict]:
     if _load_pickle(f, allow_globals=False) != LEGACY_MAGIC:
         raise WeightsFileError("not a PyTorch weights file (bad magic number)")
     _load_pickle(f, allow_globals=False)  # protocol version
@@ -157,7 +161,7 @@ def _read_legacy(f) -> dict:
     return tree, storages
 
 
-def _read_zip(path) -> dict:
+def _read_zip(path) -> tuple[Any, dict]:
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
