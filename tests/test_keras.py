@@ -172,7 +172,8 @@ def test_keras_application_errors_say_what_to_do(tmp_path, monkeypatch):
         fk.keras_application("ResNet50")
     message = str(err.value)
     assert "\n" not in message and fk.APPLICATIONS["ResNet50"].top_url in message
-    assert "keras.applications.ResNet50(weights='imagenet')" in message and "weights=PATH" in message
+    assert ("keras.applications.ResNet50(weights='imagenet')" in message
+            and "weights=PATH" in message)
     with pytest.raises(fk.KerasWeightsError, match="no weights file"):
         fk.keras_application("VGG16", weights=str(tmp_path / "missing.h5"))
     with pytest.raises(featviz.models.UnknownModelError, match="supported: VGG16, VGG19, ResNet50"):
