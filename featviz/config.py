@@ -30,19 +30,21 @@ DEFAULT_LR_RAMP = (1.6, 0.5)
 RAMP_RANGE = (1e-3, 1e3)  # the multiples a ramp may take (1e38 made NaN images)
 PARAMETERIZATIONS = ("fourier", "pixels", "maco")  # ``featviz.param.PARAMETERIZATIONS``'s names
 ACTIVATIONS = ("pre", "post")
-PROJECTIONS = ("deconvnet", "guided")  # the rectifier rules a unit is projected to pixels by
+PROJECTIONS = ("deconvnet", "guided")
+VIEWS = ("channel", "neuron", "negative")  # what a unit's image maximizes (objectives.unit)  # the rectifier rules a unit is projected to pixels by
 PRECISIONS = ("float32", "bfloat16")
 
 # Every numeric setting or option: (lowest, highest) allowed; None is unbounded. "lr" must also
 # be finite and above its lowest.
 OPTION_RANGES = {
     "steps": (1, 1_000_000), "size": (16, 4096), "seed": (0, 2**32 - 1), "lr": (0, 100),
-    "chunk": (1, None), "redirect_steps": (0, 1_000_000), "columns": (1, None),
+    "chunk": (1, None), "redirect_steps": (0, 1_000_000), "diverse": (1, 64), "columns": (1, None),
     "top": (1, None), "k": (1, 10_000), "batch": (1, None), "samples": (1, 10_000),
     "channel": (0, None), "class_id": (0, None), "num_processes": (1, None),
     "process_id": (0, None), "image_size": (16, 4096),
 }
-_CHOICES = {"param": PARAMETERIZATIONS, "activation": ACTIVATIONS, "precision": PRECISIONS}
+_CHOICES = {"param": PARAMETERIZATIONS, "activation": ACTIVATIONS, "precision": PRECISIONS,
+            "view": VIEWS}
 
 
 def range_error(name: str, value, label: str | None = None) -> str | None:
@@ -102,6 +104,10 @@ class RenderConfig:
         precision: the network's compute precision; image parameters stay float32.
         redirect_steps: steps at the start in which dead rectifiers pass a redirected gradient.
         chunk: images rendered at once by ``render_channels``; None: what fits.
+        view: what each unit's image maximizes (``VIEWS``): its channel's mean activation, its
+            centre neuron, or the channel's negative (what the unit responds to least).
+        diverse: images per unit; more than one are pushed apart by Lucid's diversity term
+            within each unit's group (``objectives.diversity(..., group=diverse)``).
     """
 
     steps: int = 512
@@ -114,9 +120,11 @@ class RenderConfig:
     precision: str = "float32"
     redirect_steps: int = 8
     chunk: int | None = None
+    view: str = "channel"
+    diverse: int = 1
 
     def __post_init__(self):
-        for name in ("steps", "size", "seed", "redirect_steps", "chunk", "lr"):
+        for name in ("steps", "size", "seed", "redirect_steps", "chunk", "lr", "diverse"):
             value = getattr(self, name)
             problem = None if value is None else range_error(name, value)
             if problem:

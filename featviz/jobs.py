@@ -21,17 +21,26 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from . import __version__, distributed, objectives as obj
 from .channels import check_channels, check_size
 from .config import RenderConfig
+from .draws import derive_key
 from .engine import Renderer, channel_keys
 from .errors import ChunkTooLargeError
 from .image import save_png, write_text_atomic
 from .memory import auto_chunk_size, chunk_sizes
 from .models.base import Model
+
+
+# Weight of the diversity term between a unit's ``diverse`` images (``objectives.Diversity``;
+# benchmarks/RESULTS.md, "Diverse images of a unit").
+DIVERSITY_WEIGHT = 10.0
+DIVERSE_KEYS = 1 << 20  # the k-th diverse image's key: its channel's key, derived by this + k
 
 
 @dataclass
@@ -54,8 +63,9 @@ class LayerRender:
     timing: dict = field(default_factory=dict)
     reused: int = 0
 
-    def image_path(self, c: int) -> Path:
-        return self.out_dir / f"{self.layer}_{c}.png"
+    def image_path(self, c: int, k: int = 0) -> Path:
+        """Channel ``c``'s image (``k``: its k-th diverse image)."""
+        return self.out_dir / (f"{self.layer}_{c}.png" if k == 0 else f"{self.layer}_{c}_{k}.png")
 
 
 def job_record(model: Model, renderer: Renderer, layer: str) -> dict:
@@ -112,9 +122,11 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir,
         devices: shard each chunk over these devices.
         progress: show a progress bar.
 
-    ``results.json`` holds, per channel, the final image's objective (the channel's mean
-    activation, untransformed; on a rectified layer optimized before its rectifier also
-    ``objective_post``, after it) and the seconds spent compiling, computing and writing.
+    ``results.json`` holds, per channel, the final image's objective (``config.view``'s: by
+    default the channel's mean activation, untransformed; on a rectified layer optimized before
+    its rectifier also ``objective_post``, after it) and the seconds spent compiling, computing
+    and writing. With ``config.diverse`` = K > 1, each channel also gets K - 1 more images,
+    ``<layer>_<c>_<k>.png``, listed under ``diverse``.
     Channels already rendered with the same settings are skipped; in a run of several
     processes each renders its share and process 0 merges the records. A chunk's PNGs are
     written on a background thread while the next chunk renders.
@@ -124,7 +136,9 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir,
     check_channels(list(channels), model.channels(layer), layer)
     check_size(model, layer, config.size)
     out_dir = Path(out_dir)
-    renderer = Renderer(model, config, devices=devices)
+    renderer = Renderer(model, config, devices=devices, batch_objective=None if
+                        config.diverse == 1 else obj.diversity(layer, DIVERSITY_WEIGHT,
+                                                               group=config.diverse))
     record = job_record(model, renderer, layer)
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, record, warn=True))
     result.reused = sum(c in result.records for c in channels)
@@ -154,8 +168,7 @@ def _render_todo(renderer: Renderer, result: LayerRender, todo: list, record: di
             part = todo[i:i + chunk]
             n = len(part)
             padded = part + [part[-1]] * (chunk - n)  # same batch size: no recompile
-            out = renderer([obj.channel(layer, c) for c in padded],
-                           channel_keys(renderer.config.seed, padded),
+            out = renderer(*unit_batch(renderer.config, layer, padded),
                            on_segment=lambda ran, k=n: bar.update(k * ran))
             timing["compile"] = renderer.compile_seconds
             timing["compute"] = time.perf_counter() - began - renderer.compile_seconds
@@ -166,30 +179,55 @@ def _render_todo(renderer: Renderer, result: LayerRender, todo: list, record: di
             pending.result()
 
 
+def unit_batch(config: RenderConfig, layer: str, channels: Sequence[int]) -> tuple[list, Any]:
+    """The objectives and keys of ``channels``' images: ``config.view`` of each channel,
+    ``config.diverse`` consecutive images per channel (the first with the channel's own key,
+    so one image per unit is the plain render)."""
+    per_unit = config.diverse
+    objectives = [obj.unit(layer, c, config.view) for c in channels for _ in range(per_unit)]
+    keys = channel_keys(config.seed, channels)
+    if per_unit > 1:
+        copies = jnp.tile(jnp.arange(per_unit, dtype=jnp.uint32), len(channels))
+        base = jnp.repeat(keys, per_unit, axis=0)
+        derived = jax.vmap(derive_key)(base, DIVERSE_KEYS + copies)
+        data = jnp.where((copies == 0)[:, None], jax.random.key_data(base),
+                         jax.random.key_data(derived))
+        keys = jax.random.wrap_key_data(data, impl=jax.random.key_impl(base))
+    return objectives, keys
+
+
 def _fitting_chunk(renderer: Renderer, layer: str, n_channels: int) -> int:
-    """The chunk size to render with, its program compiled: the config's, or the automatic
-    size, made smaller (and balanced again) if its program does not fit in device memory."""
-    requested = renderer.config.chunk
-    chunk = max(1, min(requested or auto_chunk_size(renderer.settings, renderer.devices, layer,
-                                                    n_channels), n_channels))
+    """The channels to render at once, their program compiled: the config's chunk of images,
+    or the automatic size, made smaller (and balanced again) if its program does not fit in
+    device memory; each chunk holds whole groups of ``diverse`` images."""
+    requested, per_unit = renderer.config.chunk, renderer.config.diverse
+    images = requested or auto_chunk_size(renderer.settings, renderer.devices, layer,
+                                          n_channels * per_unit)
+    chunk = max(1, min(images // per_unit, n_channels))
     while True:
         try:
-            renderer.compiled([obj.channel(layer, 0)] * chunk, channel_keys(0, [0] * chunk))
+            renderer.compiled(*unit_batch(renderer.config, layer, [0] * chunk))
             return chunk
         except ChunkTooLargeError as err:
             if requested or chunk == 1:
                 raise
-            chunk = chunk_sizes(n_channels, err.fits, len(renderer.devices))
+            chunk = max(1, chunk_sizes(n_channels * per_unit, err.fits,
+                                       len(renderer.devices)) // per_unit)
 
 
 def _write_chunk(result: LayerRender, part: Sequence[int], out, record: dict, timing: dict):
     """Write one rendered chunk's PNGs, then the records that list them."""
     began = time.perf_counter()
+    per_unit = record["diverse"]
     for j, c in enumerate(part):
-        save_png(out.images[j], result.image_path(c))
-        result.records[c] = {"objective": float(out.final[j]), "png": result.image_path(c).name}
-        if record["optimized_layer"] != result.layer:
-            result.records[c]["objective_post"] = float(out.final_post[j])
+        rows = []
+        for k in range(per_unit):
+            i, path = j * per_unit + k, result.image_path(c, k)
+            save_png(out.images[i], path)
+            rows.append({"objective": float(out.final[i]), "png": path.name})
+            if record["optimized_layer"] != result.layer:
+                rows[-1]["objective_post"] = float(out.final_post[i])
+        result.records[c] = {**rows[0], **({"diverse": rows[1:]} if rows[1:] else {})}
     timing["write"] += time.perf_counter() - began
     result.timing = {k: round(v, 3) for k, v in timing.items()}
     result.seconds = round(sum(timing.values()), 3)

@@ -28,7 +28,7 @@ import jax.core
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ObjectiveIndexError
+from .errors import ConfigError, ObjectiveIndexError
 
 
 @jax.tree_util.register_pytree_node_class
@@ -230,6 +230,20 @@ def neuron(layer: str, index, y: int | None = None, x: int | None = None) -> Obj
     return Objective(_neuron_value, params, ("neuron", layer), {layer})
 
 
+def unit(layer: str, index, view: str = "channel") -> Objective:
+    """One unit's objective as a view shows it (``featviz.config.VIEWS``): its ``channel``, its
+    centre ``neuron``, or its ``negative`` (the channel minimized: what it responds to least).
+
+    >>> unit("conv", 3, "negative").layers
+    {'conv'}
+    """
+    views = {"channel": lambda: channel(layer, index), "neuron": lambda: neuron(layer, index),
+             "negative": lambda: -channel(layer, index)}
+    if view not in views:
+        raise ConfigError(f"view must be one of {', '.join(views)}, not {view!r}")
+    return views[view]()
+
+
 def _direction_value(vec, acts, image, static):
     a = acts[static[1]]
     return (a * vec).sum(-1).mean()
@@ -335,13 +349,20 @@ def l1(constant: float = 0.5) -> Objective:
 
 class Diversity:
     """Batch term (applied outside vmap): minus the mean pairwise cosine similarity of the
-    images' Gram matrices at ``layer`` (Lucid's diversity), times ``weight``."""
+    images' Gram matrices at ``layer`` (Lucid's diversity), times ``weight``. With ``group``,
+    the batch is consecutive groups of that many images (say, several images of each unit) and
+    the term is summed over the groups, each pushing apart its own images only."""
 
-    def __init__(self, layer: str, weight: float = 1.0):
-        self.layer, self.weight = layer, weight
+    def __init__(self, layer: str, weight: float = 1.0, group: int | None = None):
+        self.layer, self.weight, self.group = layer, weight, group
 
     def __call__(self, batch_acts: dict) -> jax.Array:
         a = batch_acts[self.layer]
+        group = self.group or a.shape[0]
+        grouped = a.reshape((a.shape[0] // group, group) + a.shape[1:])
+        return jax.vmap(self._within)(grouped).sum()
+
+    def _within(self, a) -> jax.Array:
         n, c = a.shape[0], a.shape[-1]
         flat = a.reshape(n, -1, c)
         grams = jnp.einsum("npc,npd->ncd", flat, flat).reshape(n, -1)
@@ -351,6 +372,6 @@ class Diversity:
         return -self.weight * off_diag
 
 
-def diversity(layer: str, weight: float = 1.0) -> Diversity:
+def diversity(layer: str, weight: float = 1.0, group: int | None = None) -> Diversity:
     """See ``Diversity``; pass it to a renderer as ``batch_objective``."""
-    return Diversity(layer, weight)
+    return Diversity(layer, weight, group)

@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 from . import objectives as obj
 from .attribution import PROJECTIONS
 from .config import RenderConfig
-from .engine import Renderer, channel_keys
+from .engine import Renderer
 from .image import make_grid
+from .jobs import DIVERSITY_WEIGHT, unit_batch
 from .models.base import Model
 from .photos import sample_photos, square_resize
 from .top_patches import patch_projections, top_patches
@@ -75,8 +76,9 @@ def unit_sheet(model: Model, layer: str, channel: int, config: RenderConfig | No
     config = (config or UNIT_CONFIG).replace(**settings)
     layer = model.spatial_layer(layer)
     image_size = image_size or model.image_size
-    render = Renderer(model, config)([obj.channel(layer, channel)],
-                                     channel_keys(config.seed, [channel]))
+    render = Renderer(model, config, batch_objective=None if config.diverse == 1 else
+                      obj.diversity(layer, DIVERSITY_WEIGHT, group=config.diverse))(
+        *unit_batch(config, layer, [channel]))
     photos = list(sample_photos() if images is None else images)
     found = top_patches(model, photos, layer, [channel], k=k, size=image_size)
     examples = found.examples[channel]
@@ -91,8 +93,13 @@ def unit_sheet(model: Model, layer: str, channel: int, config: RenderConfig | No
     patches = grid([e.patch for e in examples], [f"{e.value:.2f}" for e in examples])
     side = patches.shape[0]
     found_title = "top patch" if len(examples) == 1 else f"top {len(examples)} patches"
-    parts = [(f"{layer}:{channel} feature visualization", _resized(render.images[0], side)),
-             (f"{found_title} (activation)", patches)]
+    shown = f"{layer}:{channel} {'' if config.view == 'channel' else config.view + ' '}"
+    if config.diverse == 1:
+        parts = [(shown + "feature visualization", _resized(render.images[0], side))]
+    else:
+        parts = [(shown + f"{config.diverse} diverse images",
+                  grid(list(render.images), [""] * config.diverse))]
+    parts += [(f"{found_title} (activation)", patches)]
     parts += [(f"{rule} projections", grid(projections[rule], [""] * len(examples)))
               for rule in PROJECTIONS]
     return _titled_row(parts)

@@ -118,3 +118,31 @@ def test_library_messages_name_the_command_lines_flags(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "use --size 64 or more" in err[0] and "size=" not in err[0]
+
+
+def test_negative_view_drives_the_unit_below_grey(tmp_path):
+    from featviz import load_model
+
+    model = load_model("tiny")
+    config = RenderConfig(steps=24, size=32, view="negative")
+    result = render_channels(model, "conv2", [1, 2], tmp_path, config, progress=False)
+    images = np.stack([np.asarray(Image.open(result.image_path(c))) / 255.0 for c in (1, 2)])
+    acts = np.asarray(model.activations(images.astype(np.float32), layers=["conv2"])["conv2"])
+    grey = np.asarray(model.activations(np.full((1, 32, 32, 3), 0.5, np.float32),
+                                        layers=["conv2"])["conv2"])
+    on_negative = acts.mean((1, 2))[[0, 1], [1, 2]]
+    assert (on_negative < grey.mean((1, 2))[0, [1, 2]]).all()
+    assert [result.records[c]["objective"] < 0 for c in (1, 2)] == [True, True]
+
+
+def test_diverse_images_of_a_unit_are_written_and_differ(tmp_path, capsys):
+    assert main(["render", "--layer", "conv2", "--channels", "0-2", "--steps", "8", "--size",
+                 "32", "--diverse", "3", "--chunk", "6", "--quiet", "--out", str(tmp_path)]
+                + TINY) == 0
+    record = json.loads((tmp_path / "results.json").read_text())["channels"]
+    for c in "012":
+        names = [record[c]["png"]] + [d["png"] for d in record[c]["diverse"]]
+        assert names == [f"conv2_{c}.png", f"conv2_{c}_1.png", f"conv2_{c}_2.png"]
+        first, *others = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in names)
+        assert all(np.abs(first - o).max() > 10 for o in others)
+    assert "wrote 9 images, 3 per channel" in capsys.readouterr().out

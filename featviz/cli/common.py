@@ -179,6 +179,11 @@ def add_render_options(p, *, steps: int = _DEFAULTS.steps):
                    help="first steps in which dead rectifiers pass a redirected gradient")
     p.add_argument("--chunk", type=int, default=None,
                    help="images rendered at once (default: 8 on CPU, what fits on GPU)")
+    p.add_argument("--view", choices=VIEWS, default=_DEFAULTS.view,
+                   help="what each unit's image maximizes: its channel, its centre neuron, or "
+                   "the channel's negative (what the unit responds to least)")
+    p.add_argument("--diverse", type=int, default=_DEFAULTS.diverse, metavar="K",
+                   help="K images per unit, pushed apart by a diversity term among themselves")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -188,7 +193,8 @@ def render_config(args) -> RenderConfig:
     return RenderConfig(steps=args.steps, size=args.size, seed=args.seed, lr=args.lr,
                         lr_ramp=lr_ramp(args.lr_ramp), param=args.param,
                         activation=args.activation, precision=args.precision,
-                        redirect_steps=args.redirect_steps, chunk=args.chunk)
+                        redirect_steps=args.redirect_steps, chunk=args.chunk, view=args.view,
+                        diverse=args.diverse)
 
 
 # a library message's argument -> the option it is on the command line

@@ -107,8 +107,9 @@ def cmd_render(args):
     channels = _layer_channels(model, [args.layer], args)[args.layer]
     result = render_channels(model, args.layer, channels, args.out, **_job_settings(args))
     kept = f" ({result.reused} already there)" if result.reused else ""
-    print(f"wrote {plural(len(channels) - result.reused, 'image')}{kept} and results.json to "
-          f"{args.out} ({result.seconds:.1f} s rendering)")
+    per_unit = f", {args.diverse} per channel" if args.diverse > 1 else ""
+    print(f"wrote {plural((len(channels) - result.reused) * args.diverse, 'image')}{per_unit}"
+          f"{kept} and results.json to {args.out} ({result.seconds:.1f} s rendering)")
 
 
 def cmd_atlas(args):
