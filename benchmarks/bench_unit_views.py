@@ -23,11 +23,11 @@ import jax
 import numpy as np
 
 import featviz
+from featviz import jobs
 from featviz.channels import parse_channels
 from featviz.config import RenderConfig
 from featviz.image import load_image
 from featviz.jobs import render_channels
-from featviz import jobs
 
 
 def channel_values(model, layer, images, channels) -> np.ndarray:

@@ -30,8 +30,8 @@ DEFAULT_LR_RAMP = (1.6, 0.5)
 RAMP_RANGE = (1e-3, 1e3)  # the multiples a ramp may take (1e38 made NaN images)
 PARAMETERIZATIONS = ("fourier", "pixels", "maco")  # ``featviz.param.PARAMETERIZATIONS``'s names
 ACTIVATIONS = ("pre", "post")
-PROJECTIONS = ("deconvnet", "guided")
-VIEWS = ("channel", "neuron", "negative")  # what a unit's image maximizes (objectives.unit)  # the rectifier rules a unit is projected to pixels by
+PROJECTIONS = ("deconvnet", "guided")  # the rectifier rules a unit is projected to pixels by
+VIEWS = ("channel", "neuron", "negative")  # what a unit's image maximizes (objectives.unit)
 PRECISIONS = ("float32", "bfloat16")
 
 # Every numeric setting or option: (lowest, highest) allowed; None is unbounded. "lr" must also

@@ -36,7 +36,6 @@ from .image import save_png, write_text_atomic
 from .memory import auto_chunk_size, chunk_sizes
 from .models.base import Model
 
-
 # Weight of the diversity term between a unit's ``diverse`` images (``objectives.Diversity``;
 # benchmarks/RESULTS.md, "Diverse images of a unit").
 DIVERSITY_WEIGHT = 10.0

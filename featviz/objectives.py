@@ -234,8 +234,8 @@ def unit(layer: str, index, view: str = "channel") -> Objective:
     """One unit's objective as a view shows it (``featviz.config.VIEWS``): its ``channel``, its
     centre ``neuron``, or its ``negative`` (the channel minimized: what it responds to least).
 
-    >>> unit("conv", 3, "negative").layers
-    {'conv'}
+    >>> sorted(unit("conv", 3, "negative").layers)
+    ['conv']
     """
     views = {"channel": lambda: channel(layer, index), "neuron": lambda: neuron(layer, index),
              "negative": lambda: -channel(layer, index)}

@@ -25,6 +25,7 @@ from ..config import (
     OPTION_RANGES,
     PARAMETERIZATIONS,
     PRECISIONS,
+    VIEWS,
     RenderConfig,
     checked_ramp,
     range_error,
