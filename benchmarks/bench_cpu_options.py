@@ -1,6 +1,6 @@
 """XLA:CPU options for the render program, timed side by side in one process: XLA's defaults
 (matmuls through YNNPACK, what featviz uses) against XLA's own matmul kernels
-(``xla_cpu_experimental_ynn_fusion_type=""``), rounds interleaved. Prints JSON: seconds per
+(``FEATVIZ_CPU_MATMULS=xla``), rounds interleaved. Prints JSON: seconds per
 image-step for each (median and all rounds), their ratio, and the compile seconds.
 
     python benchmarks/bench_cpu_options.py [--model efficientnet-lite0] [--layer blocks_8]
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -17,15 +18,14 @@ import time
 import jax
 
 import featviz
-from featviz import compiler, objectives as obj
+from featviz import objectives as obj
 
-VARIANTS = {"xla_default": {}, "ynn_off": {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}}
+VARIANTS = {"xla_default": "", "ynn_off": "xla"}  # FEATVIZ_CPU_MATMULS
 
 
-def renderer_with(options: dict, model, args):
-    """A renderer whose programs compile with ``options`` (and, first, its compile seconds)."""
-    compiler._COMPILER_OPTIONS.clear()
-    compiler._COMPILER_OPTIONS.update(options)
+def renderer_with(matmuls: str, model, args):
+    """A renderer whose program is compiled with ``FEATVIZ_CPU_MATMULS=matmuls``."""
+    os.environ["FEATVIZ_CPU_MATMULS"] = matmuls
     renderer = featviz.Renderer(model, size=args.size, steps=args.steps)
     objs = [obj.channel(args.layer, c) for c in range(args.channels)]
     keys = featviz.channel_keys(0, range(args.channels))

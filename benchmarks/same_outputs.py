@@ -6,7 +6,9 @@ records without their timings).
     python benchmarks/same_outputs.py --check before.json     # on the new one: exit 1 if any differ
 
 Bit-for-bit equality holds on one machine with one JAX version; compare on the same machine.
-Prints JSON: the number of files compared and those that differ.
+``--env NAME=VALUE`` sets a variable for every command (``FEATVIZ_CPU_MATMULS=xla``: the CPU
+matmul kernels featviz compiled with before it kept XLA's default). Prints JSON: the number of
+files compared and those that differ.
 """
 from __future__ import annotations
 
@@ -65,9 +67,9 @@ def digest(path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def run_jobs(workdir: Path) -> dict[str, str]:
+def run_jobs(workdir: Path, extra_env: dict) -> dict[str, str]:
     """Run every job into ``workdir``; returns relative path -> digest of each file written."""
-    env = {**os.environ, "FEATVIZ_CACHE_DIR": ""}
+    env = {**os.environ, "FEATVIZ_CACHE_DIR": "", **extra_env}
     for name, argv in JOBS.items():
         target = workdir / name
         is_file = argv[0] not in ("render", "top-patches")
@@ -86,9 +88,12 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", metavar="FILE.json", help="record the digests")
     mode.add_argument("--check", metavar="FILE.json", help="compare with recorded digests")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for every command")
     args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory() as tmp:
-        digests = run_jobs(Path(tmp))
+        digests = run_jobs(Path(tmp), extra_env)
     if args.write:
         Path(args.write).write_text(json.dumps(digests, indent=1))
         print(json.dumps({"files": len(digests), "written": args.write}))

@@ -21,23 +21,28 @@ import numpy as np
 
 from . import cache, programs
 
-# XLA:CPU's defaults everywhere. On the CPU, recent XLA hands matmuls to YNNPACK, whose results
-# do not depend on how many threads share the work; with XLA's own matmul kernels instead
-# (``xla_cpu_experimental_ynn_fusion_type=""``) a step of EfficientNet-Lite0 was 6% faster, but
-# its images changed with the machine's core count and the number of host devices, which set
-# how XLA splits loops over threads (benchmarks/RESULTS.md, "Images for any device count").
-_COMPILER_OPTIONS: dict[str, dict] = {}
-_REFUSED_OPTIONS: set = set()  # platforms whose XLA rejected those options
+# On the CPU, recent XLA hands matmuls to YNNPACK, whose results do not depend on how many
+# threads share the work. XLA's own matmul kernels (``FEATVIZ_CPU_MATMULS=xla``) made a step of
+# EfficientNet-Lite0 6% faster, but its images changed with the machine's core count and the
+# number of host devices, which set how XLA splits loops over threads: featviz keeps XLA's
+# default (benchmarks/RESULTS.md, "Images for any device count").
+_XLA_OWN_CPU_MATMULS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_REFUSED_OPTIONS: set = set()  # platforms whose XLA rejected featviz's options
 
 
 def compiler_options(platform: str) -> dict:
-    """The XLA options featviz compiles its render program with on ``platform``.
+    """The XLA options featviz compiles its render program with on ``platform``: XLA's
+    defaults, unless the environment asks otherwise.
 
-    On a GPU, ``FEATVIZ_GPU_AUTOTUNE_LEVEL`` (0-4; XLA's default is 4) sets how much XLA
-    autotunes convolutions and matmuls while compiling, which costs compile time and may
-    gain speed (``benchmarks/bench_end_to_end.py`` measures both).
+    ``FEATVIZ_CPU_MATMULS=xla`` compiles CPU programs with XLA's own matmul kernels instead of
+    YNNPACK (faster, but the images then depend on the core and device count). On a GPU,
+    ``FEATVIZ_GPU_AUTOTUNE_LEVEL`` (0-4; XLA's default is 4) sets how much XLA autotunes
+    convolutions and matmuls while compiling, which costs compile time and may gain speed
+    (``benchmarks/bench_end_to_end.py`` measures both).
     """
-    options = dict(_COMPILER_OPTIONS.get(platform, {}))
+    options: dict = {}
+    if platform == "cpu" and os.environ.get("FEATVIZ_CPU_MATMULS", "") == "xla":
+        options.update(_XLA_OWN_CPU_MATMULS)
     level = os.environ.get("FEATVIZ_GPU_AUTOTUNE_LEVEL", "")
     if platform == "gpu" and level.isdigit():
         options["xla_gpu_autotune_level"] = int(level)

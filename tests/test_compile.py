@@ -193,3 +193,12 @@ def test_only_default_settings_use_the_program_store(tiny_model):
                      {"transparency": True}):
         assert featviz.Renderer(zoo, size=32, **settings)._store_key(objs, keys) is None
     assert featviz.Renderer(tiny_model, size=32)._store_key(objs, keys) is None  # adapted module
+
+
+def test_cpu_matmul_kernels_are_xlas_default_unless_asked(monkeypatch):
+    from featviz.compiler import compiler_options
+    monkeypatch.delenv("FEATVIZ_CPU_MATMULS", raising=False)
+    assert compiler_options("cpu") == {} and compiler_options("gpu") == {}
+    monkeypatch.setenv("FEATVIZ_CPU_MATMULS", "xla")
+    assert compiler_options("cpu") == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert compiler_options("gpu") == {}
