@@ -38,7 +38,7 @@ from .models.base import Model
 
 # Weight of the diversity term between a unit's ``diverse`` images (``objectives.Diversity``;
 # benchmarks/RESULTS.md, "Diverse images of a unit").
-DIVERSITY_WEIGHT = 10.0
+DIVERSITY_WEIGHT = 20.0
 DIVERSE_KEYS = 1 << 20  # the k-th diverse image's key: its channel's key, derived by this + k
 
 
