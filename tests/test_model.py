@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,15 +110,16 @@ def test_a_grey_network_renders_grey_images_and_reads_rgb_photos(tmp_path):
     assert attribution.gradcam(model, photo).shape == (1, 28, 28)
 
 
+class _OneConv(nn.Module):
+    """conv1 then a relu: the smallest module an adapter can be asked about."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+
+
 def test_adapting_a_module_says_what_is_wrong():
-    import flax.linen as nn
-
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
-
-    module = Net()
+    module = _OneConv()
     variables = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     with pytest.raises(UnknownLayerError, match=r"never produced layer\(s\) \['conv9'\]"):
         featviz.from_linen(module, variables, ["conv1", "conv9"], image_size=16)
@@ -138,14 +140,7 @@ def test_a_replaced_model_compiles_its_own_forward_pass():
     with another preprocess uses it, not the original's compiled forward pass."""
     import dataclasses
 
-    import flax.linen as nn
-
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
-
-    module = Net()
+    module = _OneConv()
     variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     model = featviz.from_linen(module, variables, ["conv1"], image_size=8)
     images = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
