@@ -128,8 +128,9 @@ class Renderer:
                                and not devices and not transparency)
         self.mesh = Mesh(np.asarray(devices), ("batch",)) if devices else None
         if self.mesh is not None and batch_objective is not None:
-            raise ConfigError("a batch objective compares the images of a whole batch; render "
-                              "it on one device (without devices=)")
+            raise ConfigError("a batch objective (a diversity term, as diverse=K adds) compares "
+                              "images across the batch; render it without devices=... (on one "
+                              "device)")
         self.settings = _ascent_settings(model, config, param, transforms, optimizer,
                                          batch_objective, transparency)
         self._params = self._network_params()

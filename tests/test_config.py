@@ -149,3 +149,10 @@ def test_diverse_images_of_a_unit_are_written_and_differ(tmp_path, capsys):
         first, *others = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in names)
         assert all(np.abs(first - o).max() > 10 for o in others)
     assert "wrote 9 images, 3 per channel" in capsys.readouterr().out
+
+
+def test_diverse_images_on_several_devices_are_refused_in_one_line(tmp_path, capsys):
+    assert main(["render", "--layer", "conv2", "--channels", "0", "--diverse", "2", "--devices",
+                 "all", "--quiet", "--out", str(tmp_path)] + TINY) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "as --diverse K adds" in err[0] and "without --devices" in err[0]

@@ -200,7 +200,8 @@ def render_config(args) -> RenderConfig:
 
 # a library message's argument -> the option it is on the command line
 _FLAGS = {"chunk_size": "--chunk", "chunk": "--chunk", "size": "--size", "weights": "--weights",
-          "steps": "--steps", "lr": "--lr", "lr_ramp": "--lr-ramp", "image_size": "--image-size"}
+          "steps": "--steps", "lr": "--lr", "lr_ramp": "--lr-ramp", "image_size": "--image-size",
+          "devices": "--devices", "diverse": "--diverse"}
 _ARGUMENT = re.compile(r"\b(" + "|".join(sorted(_FLAGS, key=len, reverse=True)) + r")=")
 
 
