@@ -12,7 +12,8 @@ Example:
     >>> import jax, numpy as np
     >>> from featviz import load_model, objectives as obj
     >>> from featviz.draws import seeded_keys
-    >>> settings = AscentSettings.default(load_model("tiny"), size=32)
+    >>> from featviz import Renderer
+    >>> settings = Renderer(load_model("tiny"), size=32).settings  # featviz's defaults
     >>> keys = seeded_keys(0, [0, 1])
     >>> objectives = obj.stack([obj.channel("conv2", 0), obj.channel("conv2", 1)])
     >>> state = init(settings, keys)
@@ -37,9 +38,9 @@ from jax.typing import ArrayLike
 from . import rectifier_rules
 from .draws import derive_key
 from .models.base import Model
-from .param import Parameterization, image
-from .rates import default_optimizer, ramped_rate, with_learning_rate
-from .transforms import Transform, compose, standard_transforms
+from .param import Parameterization
+from .rates import ramped_rate, with_learning_rate
+from .transforms import Transform
 
 SEGMENT = 32  # steps per call of the compiled program
 
@@ -86,13 +87,6 @@ class AscentSettings:
     compute_dtype: Any = jnp.float32
     activation: str = "pre"  # "pre": objectives on a rectified layer read its pre-activation
     transparency: bool = False
-
-    @classmethod
-    def default(cls, model: Model, size: int, **changes) -> AscentSettings:
-        """featviz's defaults: Fourier image, Lucid's transforms, Adam with a settable rate."""
-        param = image(size, channels=model.input_channels)
-        return cls(model, size, param, compose(standard_transforms()), default_optimizer(),
-                   **changes)
 
     def optimized_layers(self, layers) -> dict[str, str]:
         """Each layer -> the layer the network is asked for: its pre-activation, if it has one

@@ -144,11 +144,6 @@ class RenderConfig:
                               f"settings are {', '.join(f.name for f in dataclasses.fields(self))}")
         return dataclasses.replace(self, **changes)
 
-    def with_default_rate(self) -> RenderConfig:
-        """The config with featviz's Adam's rate and ramp where it leaves them to the default."""
-        return self.replace(lr=DEFAULT_LR if self.lr is None else self.lr,
-                            lr_ramp=DEFAULT_LR_RAMP if self.lr_ramp is None else self.lr_ramp)
-
     def record(self) -> dict:
         """The settings as JSON values (a resume record compares these)."""
         doc = dataclasses.asdict(self)

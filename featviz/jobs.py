@@ -135,9 +135,7 @@ def render_channels(model: Model, layer: str, channels: Sequence[int], out_dir,
     check_channels(list(channels), model.channels(layer), layer)
     check_size(model, layer, config.size)
     out_dir = Path(out_dir)
-    renderer = Renderer(model, config, devices=devices, batch_objective=None if
-                        config.diverse == 1 else obj.diversity(layer, DIVERSITY_WEIGHT,
-                                                               group=config.diverse))
+    renderer = unit_renderer(model, config, layer, devices)
     record = job_record(model, renderer, layer)
     result = LayerRender(layer, out_dir, _load_records(out_dir, layer, record, warn=True))
     result.reused = sum(c in result.records for c in channels)
@@ -176,6 +174,14 @@ def _render_todo(renderer: Renderer, result: LayerRender, todo: list, record: di
             pending = writer.submit(_write_chunk, result, part, out, record, timing)
         if pending is not None:
             pending.result()
+
+
+def unit_renderer(model: Model, config: RenderConfig, layer: str, devices=None) -> Renderer:
+    """The renderer of ``layer``'s units: with ``config.diverse`` > 1, one whose diversity term
+    pushes apart each unit's own images."""
+    diversity = None if config.diverse == 1 else obj.diversity(layer, DIVERSITY_WEIGHT,
+                                                               group=config.diverse)
+    return Renderer(model, config, devices=devices, batch_objective=diversity)
 
 
 def unit_batch(config: RenderConfig, layer: str, channels: Sequence[int]) -> tuple[list, Any]:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import objectives as obj
 from .attribution import PROJECTIONS
 from .config import RenderConfig
-from .engine import Renderer
 from .image import make_grid
-from .jobs import DIVERSITY_WEIGHT, unit_batch
+from .jobs import unit_batch, unit_renderer
 from .models.base import Model
 from .photos import sample_photos, square_resize
 from .top_patches import patch_projections, top_patches
@@ -76,9 +74,7 @@ def unit_sheet(model: Model, layer: str, channel: int, config: RenderConfig | No
     config = (config or UNIT_CONFIG).replace(**settings)
     layer = model.spatial_layer(layer)
     image_size = image_size or model.image_size
-    render = Renderer(model, config, batch_objective=None if config.diverse == 1 else
-                      obj.diversity(layer, DIVERSITY_WEIGHT, group=config.diverse))(
-        *unit_batch(config, layer, [channel]))
+    render = unit_renderer(model, config, layer)(*unit_batch(config, layer, [channel]))
     photos = list(sample_photos() if images is None else images)
     found = top_patches(model, photos, layer, [channel], k=k, size=image_size)
     examples = found.examples[channel]
