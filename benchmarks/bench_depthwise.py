@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import featviz
-from featviz.engine import compile_lowered
+from featviz.compiler import compile_lowered
 from featviz.models import efficientnet_lite as lite, layers
 from featviz.models.torch_weights import read_state_dict
 

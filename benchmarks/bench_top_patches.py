@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 import featviz
-from featviz.atlas import parse_channels
+from featviz.channels import parse_channels
 from featviz.photos import iter_images, sample_photos
 from featviz.top_patches import top_patches
 

@@ -1,6 +1,7 @@
 """The README's Python examples and every module's docstring examples run as written."""
 import doctest
 import importlib
+import importlib.util
 import pkgutil
 import re
 from pathlib import Path
@@ -34,3 +35,15 @@ def test_readme_test_command_is_what_ci_runs():
     command = re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.S)[1]
     ci = (README.parent / ".ci" / "run").read_text()
     assert command in ci
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in
+                                          (Path(__file__).parents[1] / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_import(script, monkeypatch):
+    """Every benchmark imports what it names from featviz (a renamed function breaks a script
+    that no test runs)."""
+    path = Path(__file__).parents[1] / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    monkeypatch.syspath_prepend(str(path.parent))  # as ``python benchmarks/x.py`` runs it
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
