@@ -101,3 +101,8 @@ class KerasUnavailableError(FeatvizError, ImportError):
 
 class KerasModelError(FeatvizError):
     """A Keras model that featviz cannot adapt (no named layer outputs, not one image input)."""
+
+
+class ModelSourceError(FeatvizError):
+    """A model file or factory (``module:function``) that gives no model: missing, unreadable,
+    not importable, or returning something that is not a model."""

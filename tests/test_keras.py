@@ -232,9 +232,6 @@ def test_command_line_renders_a_keras_application(vgg, tmp_path, capsys, monkeyp
                  "block2_conv1", "--channels", "0-1", "--steps", "4", "--size", "32", "--quiet",
                  "--out", str(out)]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["block2_conv1_0.png", "block2_conv1_1.png"]
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached copy of Keras's own file
-    assert main(["layers", "--model", "keras:VGG16"]) == 2
-    assert "nothing is downloaded" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("which, layer, pre", [

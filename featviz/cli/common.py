@@ -97,9 +97,13 @@ def picked_channels(model, layer: str, spec: str | None) -> list[int]:
 def add_model_options(parser):
     """``--model`` and ``--weights``; returns the parser."""
     parser.add_argument("--model", help="a zoo model ('featviz models' lists them; default: "
-                        "efficientnet-lite0) or keras:NAME, a keras.applications network "
-                        "(with --weights FILE)")
-    parser.add_argument("--weights", help="another copy of the model's weights file")
+                        "efficientnet-lite0); keras:NAME, a keras.applications network with "
+                        "its ImageNet weights (Keras's cached file, downloaded by Keras if "
+                        "missing, or --weights FILE); a model saved by Keras (mine.keras, "
+                        "mine.h5); or a function that returns one (a featviz Model, a Keras "
+                        "model, a Flax module and its variables): package.module:function or "
+                        "path/to/file.py:function")
+    parser.add_argument("--weights", help="another weights file for a zoo model or keras:NAME")
     return parser
 
 

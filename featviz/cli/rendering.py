@@ -31,8 +31,11 @@ def cmd_models(args):
     print(f"{'model':<20} {'input px':>8} {'layers':>6}  weights")
     for row in rows:
         print(f"{row.name:<20} {row.image_size:>8} {row.layers:>6}  {row.weights_source}")
-    print(f"keras:NAME, with featviz[keras] and the weights file Keras downloads (--weights FILE)"
+    print(f"keras:NAME, with featviz[keras] and Keras's ImageNet weights (cached or downloaded; "
+          f"or --weights FILE)"
           f", NAME one of: {', '.join(APPLICATIONS)}")
+    print("a saved Keras model (mine.keras, mine.h5), or a function that returns a model "
+          "(pkg.module:build, path/to/file.py:build)")
 
 
 def cmd_layers(args):

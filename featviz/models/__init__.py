@@ -29,6 +29,7 @@ from .base import Model, UnknownLayerError, UnknownModelError
 from .efficientnet_lite import VARIANTS, lite_layers, load_efficientnet_lite
 from .flax_adapters import from_linen, from_nnx
 from .keras import KerasWeightsError, from_keras, keras_application
+from .sources import imagenet_application, load_source
 from .tiny import TINY_LAYERS, load_tiny
 from .torch_weights import MissingWeightsError, WeightsFileError
 
@@ -92,11 +93,25 @@ KERAS_PREFIX = "keras:"
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | None = None) -> Model:
-    """Load a zoo model (``weights``: another copy of its weights file), or with
-    ``"keras:NAME"`` one of ``keras.applications`` from its weights file (``keras_application``)."""
+    """Load a model by name (``featviz.models.sources`` says how each is resolved):
+
+    - a zoo model (``weights``: another copy of its weights file);
+    - ``"keras:NAME"``: ``keras.applications.NAME`` from ``weights``, else with its ImageNet
+      weights from Keras's cache (``~/.keras/models``, ``$KERAS_HOME/models``), downloaded
+      there by Keras first if need be;
+    - ``"mine.keras"``, ``"mine.h5"``: a model saved with Keras's ``model.save``;
+    - ``"package.module:function"``, ``"path/to/file.py:function"``: what the function returns
+      (a featviz ``Model``, a Keras model, ``(linen module, variables)``, an nnx module, ...).
+
+    A user model's image size and preprocessing are those the adapter infers; to set them,
+    the factory returns ``featviz.from_keras(net, image_size=..., preprocess=...)`` (or
+    ``from_linen``/``from_nnx`` with those options).
+    """
     if name.startswith(KERAS_PREFIX):
-        return keras_application(name[len(KERAS_PREFIX):], weights)
-    return zoo_model(name).load(weights)
+        return imagenet_application(name[len(KERAS_PREFIX):], weights)
+    if name in REGISTRY:
+        return zoo_model(name).load(weights)
+    return load_source(name, weights, zoo=tuple(REGISTRY))
 
 
 class ModelRow(NamedTuple):
