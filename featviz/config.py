@@ -41,8 +41,13 @@ OPTION_RANGES = {
     "chunk": (1, None), "redirect_steps": (0, 1_000_000), "diverse": (1, 64), "columns": (1, None),
     "top": (1, None), "k": (1, 10_000), "batch": (1, None), "samples": (1, 10_000),
     "channel": (0, None), "class_id": (0, None), "num_processes": (1, None),
-    "process_id": (0, None), "image_size": (16, 4096),
+    "process_id": (0, None), "image_size": (16, 4096), "grid": (2, 200),
+    "sample_count": (100, 10_000_000), "penalty": (0, 1000), "perturbation": (0, 1),
+    "power": (0, 16),
 }
+# the settings that take any real number in their range (the others take whole numbers); a
+# learning rate must also be above its lowest value
+REAL_OPTIONS = frozenset({"lr", "penalty", "perturbation", "power"})
 _CHOICES = {"param": PARAMETERIZATIONS, "activation": ACTIVATIONS, "precision": PRECISIONS,
             "view": VIEWS}
 
@@ -56,10 +61,13 @@ def range_error(name: str, value, label: str | None = None) -> str | None:
     """
     label = label or name
     lowest, highest = OPTION_RANGES[name]
-    if name == "lr":
-        if isinstance(value, numbers.Real) and math.isfinite(value) and lowest < value <= highest:
+    if name in REAL_OPTIONS:
+        above = "above" if name == "lr" else "at least"
+        if isinstance(value, numbers.Real) and math.isfinite(value) and value <= highest and (
+                value > lowest or (name != "lr" and value == lowest)):
             return None
-        return f"{label} must be a finite number above {lowest} and at most {highest}, not {value}"
+        return (f"{label} must be a finite number {above} {lowest} and at most {highest}, "
+                f"not {value}")
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         return f"{label} must be a whole number, not {value!r}"
     if value < lowest or (highest is not None and value > highest):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from featviz.channels import parse_channels
 from featviz.cli import OPTION_RANGES, build_parser, main
+from featviz.config import REAL_OPTIONS
 from featviz.engine import Renderer
 from featviz.errors import ChannelRangeError
 from featviz.models.efficientnet_lite import default_weights_path
@@ -182,6 +183,9 @@ MINIMAL_ARGS = {  # each command's required arguments (never read: the options a
     "project": ["photo.png", "--layer", "conv1", "--channel", "0", "--out", "o.png"],
     "saliency": ["photo.png", "--out", "o.png"], "gradcam": ["photo.png", "--out", "o.png"],
     "gallery": ["--out", "o"], "unit": ["--layer", "conv1", "--channel", "0", "--out", "o.png"],
+    "activation-atlas": ["--layer", "conv1", "--out", "a.png"],
+    "accentuate": ["photo.png", "--layer", "conv1", "--out", "o"],
+    "caricature": ["photo.png", "--layer", "conv1", "--out", "c.png"],
 }
 
 
@@ -196,8 +200,9 @@ def _numeric_options():
 
 def _invalid_values(dest):
     lowest, highest = OPTION_RANGES[dest]
-    if dest == "lr":
-        return ["0", "-0.5", "nan", "inf", str(highest * 2)]
+    if dest in REAL_OPTIONS:
+        return (["0"] if dest == "lr" else []) + [str(lowest - 0.5), "nan", "inf",
+                                                  str(highest * 2)]
     return [str(lowest - 1), str(lowest - 10**6)] + ([str(highest + 1)] if highest else [])
 
 

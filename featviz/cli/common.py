@@ -32,6 +32,8 @@ from ..config import (
 )
 from ..errors import ConfigError, UsageError
 
+_OPTION_FLAGS = {"class_id": "--class", "sample_count": "--samples"}  # settings named unlike their flag
+
 
 def check_options(args) -> None:
     """Raise ``UsageError`` for the first numeric option outside ``OPTION_RANGES`` (or a
@@ -40,7 +42,7 @@ def check_options(args) -> None:
         lr_ramp(args.lr_ramp)
     for name in OPTION_RANGES:
         value = getattr(args, name, None)
-        flag = "--class" if name == "class_id" else "--" + name.replace("_", "-")
+        flag = _OPTION_FLAGS.get(name, "--" + name.replace("_", "-"))
         problem = None if value is None else range_error(name, value, flag)
         if problem:
             raise UsageError(problem)
