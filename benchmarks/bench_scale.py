@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 import featviz
 from featviz import objectives as obj
+from featviz.engine import segment_loop
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "lucent" / "run.sh"
 
@@ -54,8 +55,8 @@ def flops(compiled) -> float:
 
 
 def step_flops(model, layer, size, batch):
-    """FLOPs of one ascent step: XLA counts the step loop's body once, so the one-step program
-    minus its closing forward pass."""
+    """FLOPs of one ascent step: XLA counts a rolled segment's loop body once (and a "host"
+    segment is one step), so the one-step program minus its closing forward pass."""
     objs = obj.stack([obj.channel(layer, c % model.channels(layer)) for c in range(batch)])
     keys = featviz.channel_keys(0, range(batch))
     renderer = featviz.Renderer(model, size=size, steps=1, redirect_steps=0)
@@ -115,7 +116,8 @@ def main():
                            "devices": len(devices or [device]), "host": platform.processor()
                            or platform.machine(), "matmul_peak_flops": peak},
               "settings": {"layer": args.layer, "size": args.size, "steps": args.steps,
-                           "redirect_steps": args.redirect_steps},
+                           "redirect_steps": args.redirect_steps,
+                           "segment_form": segment_loop(model, device.platform, args.size)},
               "runs": []}
     n_layer = model.channels(args.layer)
     for batch in [int(b) for b in args.batches.split(",")]:

@@ -37,12 +37,16 @@ from jax.typing import ArrayLike
 
 from . import rectifier_rules
 from .draws import derive_key
-from .models.base import Model
+from .models.base import Model, per_model
 from .param import Parameterization
 from .rates import ramped_rate, with_learning_rate
 from .transforms import Transform
 
-SEGMENT = 32  # steps per call of the compiled program
+SEGMENT = 32  # steps the host runs between two progress reports
+# The forms of a segment's program: "rolled" runs its steps in one rolled loop; "unroll<U>" in
+# a loop of SEGMENT guarded steps, unrolled U times; "host" runs one step per call, the host
+# calling it once per step (``steps_per_call``). ``featviz.engine`` chooses one per network.
+LOOPS = ("rolled", "unroll2", "unroll4", "unroll8", "host")
 
 
 class AscentState(NamedTuple):
@@ -87,6 +91,12 @@ class AscentSettings:
     compute_dtype: Any = jnp.float32
     activation: str = "pre"  # "pre": objectives on a rectified layer read its pre-activation
     transparency: bool = False
+    loop: str = "rolled"  # the segment's form: one of LOOPS
+
+    @property
+    def steps_per_call(self) -> int:
+        """Steps one call of the program runs at most (and columns of its trace)."""
+        return 1 if self.loop == "host" else SEGMENT
 
     def optimized_layers(self, layers) -> dict[str, str]:
         """Each layer -> the layer the network is asked for: its pre-activation, if it has one
@@ -94,6 +104,32 @@ class AscentSettings:
         pre = self.activation == "pre"
         return {layer: (pre and self.model.pre_activations.get(layer)) or layer
                 for layer in layers}
+
+
+@per_model
+def runs_convolutions(model: Model, size: int) -> bool:
+    """Whether the network's forward pass on ``size`` px images runs XLA convolutions
+    (``conv_general_dilated``), as Keras's and Flax's convolution layers do (featviz's
+    EfficientNet-Lite on a CPU runs shifted multiplies and matmuls instead); traced once."""
+    x = jax.ShapeDtypeStruct((1, size, size, model.input_channels), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(model.params, model.preprocess(v)))(x)
+    return _has_convolution(jaxpr.jaxpr)
+
+
+def _has_convolution(jaxpr) -> bool:
+    """Whether ``jaxpr`` or one of its inner programs (calls, loops, custom gradients) runs a
+    convolution."""
+    def inner(value):
+        if hasattr(value, "eqns"):
+            return [value]
+        if hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):  # a closed jaxpr
+            return [value.jaxpr]
+        if isinstance(value, (tuple, list)):
+            return [j for v in value for j in inner(v)]
+        return []
+    return any(eqn.primitive.name == "conv_general_dilated"
+               or any(_has_convolution(j) for v in eqn.params.values() for j in inner(v))
+               for eqn in jaxpr.eqns)
 
 
 @jax.jit
@@ -152,8 +188,9 @@ def _loss(settings, model_params, objectives, step_keys, redirect):
 def run_segment(settings: AscentSettings, model_params, objectives, keys, state: AscentState,
                 schedule: Schedule):
     """Steps ``schedule.start`` to ``schedule.stop`` of a render from ``state`` (from the keys'
-    starting images when ``start`` is 0); returns the new state, the objective per step (one
-    column per step of a ``SEGMENT``-wide block), and the images."""
+    starting images when ``start`` is 0; at most ``settings.steps_per_call`` steps); returns
+    the new state, the objective per step (one column per step of a block
+    ``settings.steps_per_call`` wide), and the images."""
     init_keys = jax.vmap(lambda k: derive_key(k, 0))(keys)
     step_keys = jax.vmap(lambda k: derive_key(k, 1))(keys)
     state = jax.tree_util.tree_map(lambda fresh, s: jnp.where(schedule.start == 0, fresh, s),
@@ -179,9 +216,21 @@ def run_segment(settings: AscentSettings, model_params, objectives, keys, state:
         trace = jax.lax.dynamic_update_slice(trace, values[:, None], (0, i - schedule.start))
         return AscentState(optax.apply_updates(p, updates), opt, transparency), trace
 
-    trace = jnp.zeros((keys.shape[0], SEGMENT), jnp.float32)
-    state, trace = jax.lax.fori_loop(schedule.start, schedule.stop, step, (state, trace))
+    trace = jnp.zeros((keys.shape[0], settings.steps_per_call), jnp.float32)
+    state, trace = _looped(settings.loop, step, schedule, (state, trace))
     return state, trace, to_images(state.params)
+
+
+def _looped(loop: str, step, schedule: Schedule, carry):
+    """``step`` over steps ``schedule.start`` to ``schedule.stop`` in the form ``loop``."""
+    if loop == "host":  # the host calls the program once per step
+        return step(schedule.start, carry)
+    if loop == "rolled":
+        return jax.lax.fori_loop(schedule.start, schedule.stop, step, carry)
+    def guarded(j, c):  # an unrolled loop needs a static trip count: SEGMENT steps, guarded
+        i = schedule.start + j
+        return jax.lax.cond(i < schedule.stop, step, lambda _, unchanged: unchanged, i, c)
+    return jax.lax.fori_loop(0, SEGMENT, guarded, carry, unroll=int(loop.removeprefix("unroll")))
 
 
 segment = jax.jit(run_segment, static_argnums=0)

@@ -72,6 +72,7 @@ def segment_key(settings, model_params, objectives, keys, device) -> str | None:
         "program": "render segment", "model": settings.model.program_id,
         "weights": programs.weight_signature(model_params),
         "size": settings.size, "compute_dtype": str(settings.compute_dtype),
+        "loop": settings.loop,
         "objectives": signature, "keys": (keys.shape, str(keys.dtype)),
         "reads": sorted(settings.optimized_layers(objectives.layers).items()),
         "platform": device.platform, "device": device.device_kind,

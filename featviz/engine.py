@@ -8,7 +8,8 @@ same picture up to rounding (XLA's kernels for another batch shape round differe
 
 The number of steps, the learning rate and its ramp, the redirected-gradient warm-up, the seed
 and the channels are data: changing them never recompiles. The host runs the steps in segments
-of ``SEGMENT`` steps (one call of the program each), so a progress callback sees every segment.
+of ``SEGMENT`` steps (one call of the program each, or one call per step where the network runs
+faster so: ``segment_loop``), so a progress callback sees every segment.
 
 Example:
     >>> from featviz import load_model, objectives as obj
@@ -22,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +49,7 @@ from .transforms import Transform, compose, standard_transforms
 __all__ = ["SEGMENT", "RenderResult", "Renderer", "channel_keys", "render"]
 _BACKGROUND = ThreadPoolExecutor(max_workers=1)  # compiles the final evaluation meanwhile
 _PER_CALL = ("steps", "lr", "lr_ramp", "redirect_steps")  # settings a call may override
+LOOP_ENV = "FEATVIZ_SEGMENT_LOOP"  # forces the segment's form (``segment_loop``)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,9 @@ class Renderer:
                               "images across the batch; render it without devices=... (on one "
                               "device)")
         self.settings = _ascent_settings(model, config, param, transforms, optimizer,
-                                         batch_objective, transparency)
+                                         batch_objective, transparency,
+                                         segment_loop(model, self.devices[0].platform,
+                                                      config.size))
         self._params = self._network_params()
         self._programs = compiler.Executables()
 
@@ -226,13 +231,17 @@ class Renderer:
         program = self._executable(objectives, keys, state)
         traces = []
         assert config.lr is not None and config.lr_ramp is not None  # set by rates.resolved
+        per_call = self.settings.steps_per_call
         for start in range(0, config.steps, SEGMENT):
-            stop = min(start + SEGMENT, config.steps)
-            schedule = self._placed(Schedule.of(
-                start=start, stop=stop, steps=config.steps, lr=config.lr, ramp=config.lr_ramp,
-                redirect_steps=config.redirect_steps), sharded=False)
-            state, trace, images = program(self._params, objectives, keys, state, schedule)
-            traces.append(np.asarray(trace)[:n, :stop - start])
+            stop, calls = min(start + SEGMENT, config.steps), []
+            for first in range(start, stop, per_call):  # one call, or one per step
+                schedule = self._placed(Schedule.of(
+                    start=first, stop=min(first + per_call, stop), steps=config.steps,
+                    lr=config.lr, ramp=config.lr_ramp, redirect_steps=config.redirect_steps),
+                    sharded=False)
+                state, trace, images = program(self._params, objectives, keys, state, schedule)
+                calls.append((trace, min(per_call, stop - first)))
+            traces += [np.asarray(t)[:n, :ran] for t, ran in calls]
             if on_segment is not None:
                 on_segment(stop - start)
         images = np.asarray(images)[:n]
@@ -261,8 +270,9 @@ class Renderer:
 
     def compiled(self, objectives, keys):
         """The compiled program for this batch of objectives (compiled once, then cached): its
-        ``memory_analysis()`` and ``cost_analysis()`` tell what a batch costs (one segment's
-        loop body counts once in the cost analysis)."""
+        ``memory_analysis()`` and ``cost_analysis()`` tell what a batch costs (a rolled
+        segment's loop body counts once in the cost analysis, as does the one step of a
+        ``"host"`` segment)."""
         if isinstance(objectives, (list, tuple)):
             objectives = objectives_lib.stack(objectives)
         objectives, keys = self._padded(objectives, keys)
@@ -297,8 +307,29 @@ class Renderer:
             check=lambda compiled: check_memory(compiled, keys.shape[0], self.devices))
 
 
+def segment_loop(model: Model, platform: str, size: int) -> str:
+    """The form of the segment's program (``ascent.LOOPS``) for ``model`` on ``platform``:
+    ``$FEATVIZ_SEGMENT_LOOP`` if set, else as measured.
+
+    Measured (benchmarks/bench_segment_forms.py, RESULTS.md "The segment's form", 2-core
+    x86_64, XLA:CPU, JAX 0.10.2, 4 x 128 px, medians of interleaved rounds, per image-step):
+    XLA:CPU runs a convolution inside a loop 2-3x slower than the same convolution called
+    alone, guarded (unrolled) steps included. VGG16 block5_conv3: one step per call 0.82 s,
+    rolled 1.98 s, unrolled 4x 2.16 s. EfficientNet-Lite0 blocks_8, whose convolutions featviz
+    runs on a CPU as shifted multiplies and matmuls: rolled 54 ms, unrolled 2-8x 63-69 ms, one
+    step per call 76 ms. So: one step per call for a network with XLA convolutions on a CPU,
+    else rolled; other platforms: rolled (not measured)."""
+    forced = os.environ.get(LOOP_ENV, "").strip()
+    if forced:
+        if forced not in ascent.LOOPS:
+            raise ConfigError(f"{LOOP_ENV}={forced!r}: use one of {', '.join(ascent.LOOPS)} "
+                              "(or unset)")
+        return forced
+    return "host" if platform == "cpu" and ascent.runs_convolutions(model, size) else "rolled"
+
+
 def _ascent_settings(model: Model, config: RenderConfig, param, transforms, optimizer,
-                     batch_objective, transparency: bool) -> AscentSettings:
+                     batch_objective, transparency: bool, loop: str) -> AscentSettings:
     """The program's static settings, its custom parts checked against the image shape."""
     shape = (config.size, config.size, model.input_channels)
     param = param or image(config.size, channels=model.input_channels)
@@ -311,7 +342,7 @@ def _ascent_settings(model: Model, config: RenderConfig, param, transforms, opti
         # the default's own rate is a placeholder: each call sets the rate it renders with
         optimizer=optimizer or rates.default_optimizer(), batch_objective=batch_objective,
         compute_dtype=jnp.dtype(config.precision), activation=config.activation,
-        transparency=transparency)
+        transparency=transparency, loop=loop)
 
 
 def _check_image_shape(param: Parameterization, shape: tuple) -> None:

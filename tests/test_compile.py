@@ -202,3 +202,38 @@ def test_cpu_matmul_kernels_are_xlas_default_unless_asked(monkeypatch):
     monkeypatch.setenv("FEATVIZ_CPU_MATMULS", "xla")
     assert compiler_options("cpu") == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert compiler_options("gpu") == {}
+
+
+def test_the_segment_form_follows_the_network_and_platform(lite0, tiny_model, monkeypatch):
+    """On a CPU a network that runs XLA convolutions steps on the host, one step per call;
+    EfficientNet-Lite0 (shifted multiplies and matmuls there) keeps the rolled loop."""
+    from featviz.engine import LOOP_ENV, segment_loop
+    from featviz.errors import ConfigError
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    assert segment_loop(lite0, "cpu", 64) == "rolled"
+    assert segment_loop(tiny_model, "cpu", 32) == "host"
+    assert segment_loop(tiny_model, "gpu", 32) == "rolled"
+    assert featviz.Renderer(tiny_model, size=32).settings.steps_per_call == 1
+    monkeypatch.setenv(LOOP_ENV, "unroll4")
+    assert featviz.Renderer(lite0, size=32).settings.loop == "unroll4"
+    monkeypatch.setenv(LOOP_ENV, "unrolled")
+    with pytest.raises(ConfigError, match="FEATVIZ_SEGMENT_LOOP='unrolled'"):
+        featviz.Renderer(tiny_model, size=32)
+
+
+@pytest.mark.parametrize("loop", ["rolled", "unroll2", "host"])
+def test_every_segment_form_renders_the_same_images(tiny_model, monkeypatch, compilations, loop):
+    """Each form runs the same steps: the images and traces of a render that ends inside a
+    segment agree (up to rounding), and another step count or seed compiles nothing."""
+    from featviz.engine import LOOP_ENV
+    objs, keys = [obj.channel("relu2", c) for c in (1, 4)], featviz.channel_keys(0, [1, 4])
+    monkeypatch.setenv(LOOP_ENV, "rolled")
+    rolled = featviz.Renderer(tiny_model, size=32)(objs, keys, steps=SEGMENT + 5)
+    monkeypatch.setenv(LOOP_ENV, loop)
+    renderer = featviz.Renderer(tiny_model, size=32)
+    renderer(objs, featviz.channel_keys(2, [1, 4]), steps=3)
+    compilations.clear()
+    result = renderer(objs, keys, steps=SEGMENT + 5)
+    assert compilations == [] and result.trace.shape == (2, SEGMENT + 5)
+    np.testing.assert_allclose(result.images, rolled.images, atol=1e-4)
+    np.testing.assert_allclose(result.trace, rolled.trace, rtol=1e-4, atol=1e-5)
