@@ -43,6 +43,7 @@ from .draws import abstract_keys, seeded_keys
 from .errors import ConfigError
 from .memory import check_memory
 from .models.base import Model
+from .models.layers import KERNELS_ENV
 from .param import Parameterization, image, named as named_param
 from .transforms import Transform, compose, standard_transforms
 
@@ -325,7 +326,18 @@ def segment_loop(model: Model, platform: str, size: int) -> str:
             raise ConfigError(f"{LOOP_ENV}={forced!r}: use one of {', '.join(ascent.LOOPS)} "
                               "(or unset)")
         return forced
-    return "host" if platform == "cpu" and ascent.runs_convolutions(model, size) else "rolled"
+    return "host" if platform == "cpu" and _runs_convolutions(model, size) else "rolled"
+
+
+def _runs_convolutions(model: Model, size: int) -> bool:
+    """``ascent.runs_convolutions``, kept in the model's shape store where it has one (the
+    zoo's): a new process looks the answer up instead of tracing the network (about 1 s)."""
+    if model.shape_store is None:
+        return ascent.runs_convolutions(model, size)
+    probe = f"<XLA convolutions on cpu, kernels {os.environ.get(KERNELS_ENV, '')!r}>"
+    answer = model.shape_store(model, probe, size,
+                               lambda: (int(ascent.runs_convolutions(model, size)),))
+    return bool(answer[0])
 
 
 def _ascent_settings(model: Model, config: RenderConfig, param, transforms, optimizer,
