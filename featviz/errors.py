@@ -106,3 +106,8 @@ class KerasModelError(FeatvizError):
 class ModelSourceError(FeatvizError):
     """A model file or factory (``module:function``) that gives no model: missing, unreadable,
     not importable, or returning something that is not a model."""
+
+
+class MissingExtraError(FeatvizError, ImportError):
+    """A view that needs an optional dependency which is not installed (the message names the
+    ``pip install`` that adds it)."""

@@ -1,190 +1,156 @@
-"""A static HTML gallery of a network's channels: an index of layers, an atlas page per layer,
-and a page per channel with its feature visualization, its top dataset patches and their
-deconvnet projections. Plain files with relative links: open ``index.html`` from disk.
+"""A static HTML site of a network's units, after OpenAI Microscope: an index of the model's
+layers with a class search, a page per layer (its units, an activation atlas where one is in
+its folder, Zeiler & Fergus's grid of top patches), and a page per unit: its channel, centre
+neuron and negative images, diverse images, top and bottom dataset examples with projections,
+the earlier layer's units that contribute most to it and the classes it drives most. Plain
+files with relative links: open ``index.html`` from disk.
 
-    featviz gallery --out site/ [--layers blocks_3,blocks_8] [--channels 0-3] [--images DIR]
-                    [--k 9] [every render option: --steps N --size PX --lr ... --chunk N]
+    featviz gallery --out site/ [--layers blocks_3,blocks_8|all] [--channels 0-3] [--images DIR]
+                    [--k 9] [--devices N] [every render option: --steps N --size PX --diverse K]
 
-Renders go through ``featviz.jobs.render_channels`` and the patches are recorded per layer in
-``patches.json``, every file written atomically, so a rerun after an interruption redoes only
-the channels that were not finished.
+Each part is recorded with the settings it was made with (``featviz.site_data``), every file
+written atomically, so a rerun after an interruption, with other photos or with other render
+options redoes only what is missing or changed.
 
 Example:
     >>> from featviz import load_model
-    >>> site = build_gallery(load_model(), "/tmp/featviz-gallery-doc", ["blocks_1"], "0-1",
-    ...                      steps=2, size=64, k=2, image_size=64, progress=False)
-    >>> sorted(p.name for p in (site / "blocks_1").glob("*.html"))
+    >>> site = build_gallery(load_model("tiny"), "/tmp/featviz-gallery-doc", ["conv3"], "0-1",
+    ...                      steps=2, size=32, k=2, diverse=1, progress=False)
+    >>> sorted(p.name for p in (site / "conv3").glob("*.html"))
     ['0.html', '1.html', 'index.html']
 """
 from __future__ import annotations
 
-import html
 import json
-import re
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
+from PIL import Image
 
-from .attribution import PROJECTIONS
 from .channels import check_size, parse_channels
 from .config import RenderConfig
 from .image import save_png, write_text_atomic
-from .jobs import render_channels
 from .models.base import Model
-from .photos import DatasetError, iter_images, sample_photos, square_resize, warn_once
-from .top_patches import patch_projections, top_patches
+from .photos import DatasetError, PhotoSource
+from .site_data import layer_examples, layer_links, layer_renders
+from .site_pages import (
+    THUMB_SIDE,
+    LayerData,
+    class_search_index,
+    index_page,
+    layer_page,
+    slug,
+    unit_page,
+)
+from .unit_links import class_labels, has_classes
 
-Photos = Callable[[], Iterator[tuple[str, np.ndarray]]]
-
-CSS = """body{font:15px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;
-color:#222}a{color:#05c}nav{margin-bottom:1em}nav a{margin-right:1em}
-.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0 0 1em 0}
-figcaption{font-size:12px;color:#555}img{display:block;border:1px solid #ccc}
-.pair{display:flex;gap:3px}.pixel{image-rendering:pixelated}.layer{margin:1.5em 0}
-.strip{display:flex;gap:4px}"""
-
-
-def _page(title: str, body: str, nav: Sequence[tuple[str, str]] = ()) -> str:
-    links = "".join(f'<a href="{href}">{html.escape(text)}</a>' for href, text in nav)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<title>{html.escape(title)}</title><link rel="icon" href="data:,">'
-            f"<style>{CSS}</style></head>\n<body><nav>{links}</nav><h1>{html.escape(title)}</h1>"
-            f"\n{body}\n</body></html>\n")
+GALLERY_CONFIG = RenderConfig(steps=256, diverse=4)  # a gallery's default render settings
 
 
-def _img(src: str, width: int, alt: str, pixel: bool = False) -> str:
-    cls = ' class="pixel"' if pixel else ""
-    return (f'<img src="{quote(src)}" width="{width}" height="{width}" '
-            f'alt="{html.escape(alt)}"{cls}>')
-
-
-def _slug(layer: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", layer)
-
-
-def photo_source(images=None, size: int | None = None) -> Photos:
-    """A function returning a fresh ``(name, image)`` iterator over the .jpg/.png files of the
-    folder ``images`` (loaded at ``size``), or over ``sample_photos()`` when None. Raises
-    ``DatasetError`` at once for a missing folder or one without a readable image."""
-    if images is None:
-        return sample_photos
-
-    skipped = warn_once()
-
-    def photos():
-        return iter_images(images, size, skipped)
-    if next(photos(), None) is None:
+def photo_source(images=None, size: int | None = None) -> PhotoSource:
+    """The photos of the folder ``images`` (searched recursively, loaded at ``size``), or
+    ``sample_photos()`` when None; ``DatasetError`` at once for a missing folder or one
+    without a readable image."""
+    source = PhotoSource(images, size)
+    if next(source(), None) is None:
         raise DatasetError(f"no readable images in {images}")
-    return photos
+    return source
 
 
-def _load_json(path: Path, settings: dict) -> dict:
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return saved if saved.get("settings") == settings else {}
+def network_order(model: Model, layers: Sequence[str]) -> list[str]:
+    """``layers`` in the order the network computes them (a pre-activation just before the
+    layer it rectifies).
+
+    >>> from featviz import load_model
+    >>> network_order(load_model("tiny"), ["conv3", "conv2_conv", "conv1"])
+    ['conv1', 'conv2_conv', 'conv3']
+    """
+    rectified = {pre: layer for layer, pre in model.pre_activations.items()}
+
+    def position(layer: str) -> float:
+        if layer in model.layers:
+            return model.layers.index(layer)
+        return model.layers.index(rectified[layer]) - 0.5
+    return sorted(layers, key=position)
 
 
-def _save_channel(model: Model, layer: str, c: int, examples, field, sources: dict,
-                  out_dir: Path) -> list[dict]:
-    """Write one channel's patches and their projections (cut to the same window); its rows."""
-    projections = patch_projections(model, layer, c, examples, sources, field)
-    rows = []
-    for i, e in enumerate(examples):
-        row = {"value": e.value, "image": Path(e.image).name, "y": e.y, "x": e.x,
-               "patch": f"patches/{c}_{i}.png"}
-        save_png(e.patch, out_dir / row["patch"])
-        for rule in PROJECTIONS:
-            row[rule] = f"patches/{c}_{i}_{rule}.png"
-            save_png(projections[rule][i], out_dir / row[rule])
-        rows.append(row)
-    return rows
+def chosen_units(model: Model, layers: Sequence[str], channels: str | None,
+                 size: int) -> dict[str, list[int]]:
+    """Each layer (in network order) -> the units ``channels`` picks; every layer checked to
+    have a spatial map large enough at ``size`` px."""
+    for layer in layers:
+        check_size(model, model.spatial_layer(layer), size)
+    return {layer: parse_channels(channels, model.channels(layer), layer)
+            for layer in network_order(model, layers)}
 
 
-def layer_patches(model: Model, layer: str, channels: Sequence[int], photos: Photos, out_dir,
-                  *, source: str = "", k: int = 9, image_size: int = 224,
-                  progress: bool = True) -> dict:
-    """Save each channel's top-``k`` patches, with their deconvnet and guided-backprop
-    projections, as PNGs under ``out_dir`` and return ``patches.json``'s contents. Channels
-    already done with the same settings (``source`` names the photos) are kept; the others
-    are found in one pass over ``photos()``."""
-    from tqdm import tqdm
-
-    out_dir = Path(out_dir)
-    settings = {"model": model.name, "k": k, "image_size": image_size, "photos": source,
-                "projections": list(PROJECTIONS)}
-    doc = _load_json(out_dir / "patches.json", settings) or {"settings": settings, "channels": {}}
-    done = {c for c, rows in doc["channels"].items()
-            if all((out_dir / r[f]).exists() for r in rows for f in ("patch",) + PROJECTIONS)}
-    todo = [c for c in channels if str(c) not in done]
-    if not todo:
-        return doc
-    found = top_patches(model, photos(), layer, todo, k=k, size=image_size)
-    doc["receptive_field"], doc["images"] = found.field.size, found.n_images
-    needed = {e.image for examples in found.examples.values() for e in examples}
-    sources = {name: square_resize(im, image_size) for name, im in photos() if name in needed}
-    for c in tqdm(todo, desc=f"{layer} patches", unit="ch", disable=not progress, leave=False):
-        doc["channels"][str(c)] = _save_channel(model, layer, c, found.examples[c], found.field,
-                                                sources, out_dir)
-        write_text_atomic(json.dumps(doc, indent=1), out_dir / "patches.json")
-    return doc
+def _thumbnails(renders: dict, out_dir: Path) -> dict[int, str]:
+    """Each unit's render as a ``THUMB_SIDE`` px PNG (made again only when the render is
+    newer); channel -> path relative to ``out_dir``."""
+    thumbs = {}
+    for c, record in renders.items():
+        source, thumb = out_dir / record["png"], out_dir / "thumbs" / f"{c}.png"
+        if not thumb.exists() or thumb.stat().st_mtime_ns < source.stat().st_mtime_ns:
+            with Image.open(source) as im:
+                small = im.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE),
+                                                 Image.Resampling.LANCZOS)
+            save_png(np.asarray(small), thumb)
+        thumbs[c] = f"thumbs/{c}.png"
+    return thumbs
 
 
-def _channel_page(layer: str, c: int, channels: Sequence[int], render: dict, patches: dict,
-                  steps: int, size: int) -> str:
-    i = channels.index(c)
-    nav = [("../index.html", "all layers"), ("index.html", f"{layer} atlas")]
-    nav += [(f"{channels[i - 1]}.html", "previous")] if i > 0 else []
-    nav += [(f"{channels[i + 1]}.html", "next")] if i + 1 < len(channels) else []
-    tiles = "".join(
-        f'<figure><div class="pair">{_img(r["patch"], 128, "patch", pixel=True)}'
-        + "".join(_img(r[rule], 128, f"{rule} projection", pixel=True) for rule in PROJECTIONS)
-        + f'</div><figcaption>{r["value"]:.2f} &middot; {html.escape(r["image"])}</figcaption>'
-        "</figure>"
-        for r in patches["channels"][str(c)])
-    body = (f'<figure>{_img("renders/" + render["png"], 256, f"{layer} channel {c}")}'
-            f"<figcaption>feature visualization: {steps} steps at {size} px; mean activation "
-            f"{render['objective']:.2f}</figcaption></figure>\n<h2>Top dataset patches</h2>"
-            f"<p>The units of this channel with the highest activation over "
-            f"{patches['images']} photos: each one's receptive field "
-            f"({patches['receptive_field']} px), then the unit projected back to pixels by "
-            f"deconvnet (Zeiler &amp; Fergus, 2014) and by guided backprop (Springenberg et "
-            f"al., 2015). In a network without max pooling (such as EfficientNet-Lite) "
-            f"deconvnet has no input-dependent switches, so it projects a unit to almost the "
-            f"same pattern for every patch; guided backprop also masks by the forward pass's "
-            f"rectifiers, so it follows the patch.</p>\n<div class=\"grid\">{tiles}</div>")
-    return _page(f"{layer} channel {c}", body, nav)
+def _build_layer(model: Model, layer: str, channels: list[int], out: Path, config: RenderConfig,
+                 photos: PhotoSource, *, earlier: str | None, k: int, image_size: int,
+                 devices, progress: bool, timing: dict) -> LayerData:
+    """Render, search and measure one layer (each part resumed); what its pages show."""
+    out_dir = out / slug(layer)
+    began = time.perf_counter()
+    renders = layer_renders(model, layer, channels, out_dir, config, devices=devices,
+                            progress=progress)
+    thumbs = _thumbnails(renders[config.view], out_dir)
+    rendered = time.perf_counter()
+    examples = layer_examples(model, layer, channels, photos, out_dir, k=k,
+                              image_size=image_size, progress=progress)
+    searched = time.perf_counter()
+    links = layer_links(model, layer, channels, photos, out_dir, earlier=earlier,
+                        image_size=image_size)
+    timing[layer] = {"render": round(rendered - began, 2),
+                     "examples": round(searched - rendered, 2),
+                     "links": round(time.perf_counter() - searched, 2)}
+    return LayerData(layer, channels, renders, examples, links, thumbs, earlier,
+                     (out_dir / "activation_atlas.png").is_file())
 
 
-def _atlas_page(layer: str, renders: dict, channels: Sequence[int]) -> str:
-    thumbs = "".join(f'<figure><a href="{c}.html">'
-                     f'{_img("renders/" + renders[c]["png"], 128, f"channel {c}")}</a>'
-                     f"<figcaption>channel {c}</figcaption></figure>" for c in channels)
-    return _page(f"{layer} atlas", f'<div class="grid">{thumbs}</div>',
-                 [("../index.html", "all layers")])
+def _class_search(model: Model, out: Path, shown: dict[str, LayerData]) -> dict | None:
+    """The index's class search data from every shown unit's class vector, or None for a
+    model without class scores."""
+    if not has_classes(model):
+        return None
+    units, scores = [], []
+    for data in shown.values():
+        for c in data.channels:
+            units.append((f"{data.layer}:{c}", f"{data.slug}/{c}.html",
+                          f"{data.slug}/{data.thumbs[c]}"))
+            vector = data.links["channels"][str(c)]["class_vector"]
+            scores.append(np.load(out / data.slug / vector))
+    return class_search_index(units, np.stack(scores), class_labels(model))
 
 
-def _index_page(model: Model, layers: dict, steps: int, size: int) -> str:
-    parts = []
-    for layer, (slug, renders, channels) in layers.items():
-        strip = "".join(_img(f"{slug}/renders/{renders[c]['png']}", 64, f"channel {c}")
-                        for c in channels[:8])
-        parts.append(f'<div class="layer"><h2><a href="{slug}/index.html">{html.escape(layer)}'
-                     f"</a></h2><p>{len(channels)} of {model.channels(layer)} channels</p>"
-                     f'<a class="strip" href="{slug}/index.html">{strip}</a></div>')
-    intro = (f"<p>Model {html.escape(model.name)}: each layer's channels rendered by gradient "
-             f"ascent ({steps} steps at {size} px), with the dataset patches that excite them.</p>")
-    return _page("featviz gallery", intro + "".join(parts))
-
-
-def _check_layer(model: Model, layer: str, size: int) -> None:
-    check_size(model, model.spatial_layer(layer), size)
-
-
-GALLERY_CONFIG = RenderConfig(steps=256)  # a gallery's default render settings
+def write_pages(model: Model, out: Path, shown: dict[str, LayerData], config: RenderConfig,
+                image_size: int) -> None:
+    """Every unit's page, every layer's page and the index."""
+    for data in shown.values():
+        earlier = shown.get(data.earlier) if data.earlier else None
+        for c in data.channels:
+            write_text_atomic(unit_page(data, c, earlier, config), out / data.slug / f"{c}.html")
+        write_text_atomic(layer_page(data, model.channels(data.layer)),
+                          out / data.slug / "index.html")
+    shapes = model.layer_shapes(image_size)
+    write_text_atomic(index_page(model.name, shapes, list(shown.values()),
+                                 _class_search(model, out, shown), config, image_size),
+                      out / "index.html")
 
 
 def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None = "0-15",
@@ -196,35 +162,33 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
     Args:
         model: the network.
         out: the site's folder.
-        layers: the layers shown.
+        layers: the layers shown (in network order on the site; each unit's links go to the
+            layer shown before its own).
         channels: a spec like ``"0-3,7"`` (or "all") applied to every layer.
         config: the render settings (default: ``GALLERY_CONFIG``); keyword ``settings``
-            (``steps=64, size=96, ...``) change it.
-        k: top patches per channel.
+            (``steps=64, size=96, diverse=2, ...``) change it. Every view is rendered with
+            them; ``config.view`` is the unit's image on layer pages and the index.
+        k: top and bottom dataset examples per unit.
         images: a folder of photos (default: ``sample_photos()``) searched at
             ``image_size`` px (default: the model's input size).
-        devices: shard each render chunk over these devices.
+        devices: shard each render chunk over these devices (diverse images: one device).
         progress: show progress bars.
+
+    The seconds each layer's parts took are written to ``timing.json``.
     """
     config = (config or GALLERY_CONFIG).replace(**settings)
-    steps, size = config.steps, config.size
     image_size = image_size or model.image_size
-    for layer in layers:
-        _check_layer(model, layer, size)
-    chosen = {layer: parse_channels(channels, model.channels(layer), layer) for layer in layers}
+    chosen = chosen_units(model, layers, channels, config.size)
+    layers = list(chosen)
     photos = photo_source(images, image_size)
-    out, done = Path(out), {}
-    for layer, chans in chosen.items():
-        slug = _slug(layer)
-        renders = render_channels(model, layer, chans, out / slug / "renders", config,
-                                  devices=devices, progress=progress).records
-        patches = layer_patches(model, layer, chans, photos, out / slug, k=k,
-                                source=str(images or "sample_photos"), image_size=image_size,
-                                progress=progress)
-        for c in chans:
-            write_text_atomic(_channel_page(layer, c, chans, renders[c], patches, steps, size),
-                              out / slug / f"{c}.html")
-        write_text_atomic(_atlas_page(layer, renders, chans), out / slug / "index.html")
-        done[layer] = (slug, renders, chans)
-    write_text_atomic(_index_page(model, done, steps, size), out / "index.html")
+    out, shown, timing = Path(out), {}, {}
+    for i, (layer, chans) in enumerate(chosen.items()):
+        shown[layer] = _build_layer(model, layer, chans, out, config, photos,
+                                    earlier=layers[i - 1] if i else None, k=k,
+                                    image_size=image_size, devices=devices, progress=progress,
+                                    timing=timing)
+    began = time.perf_counter()
+    write_pages(model, out, shown, config, image_size)
+    timing["pages"] = round(time.perf_counter() - began, 2)
+    write_text_atomic(json.dumps(timing, indent=1), out / "timing.json")
     return out

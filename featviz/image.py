@@ -222,6 +222,11 @@ def save_npy(array, path) -> Path:
     return _write_atomic(path, lambda f: np.save(f, array), "wb")
 
 
+def save_npz(arrays: dict, path) -> Path:
+    """Write named numpy arrays (``.npz``) atomically (temp file, then rename)."""
+    return _write_atomic(path, lambda f: np.savez(f, **arrays), "wb")
+
+
 def write_text_atomic(text: str, path, permissions: int | None = None) -> Path:
     """Write a text file atomically (temp file, then rename); ``permissions`` as in
     ``_write_atomic``."""

@@ -17,7 +17,7 @@ import sys
 import warnings
 
 from ..errors import FeatvizError, UsageError
-from . import classic, rendering, site
+from . import atlas_views, classic, photo_views, rendering, site
 from .common import OPTION_RANGES, check_distributed, check_options, with_flags
 
 __all__ = ["OPTION_RANGES", "UsageError", "build_parser", "main"]
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     # argparse only calls parser_class(**kwargs); typeshed asks for a class, not a partial
     sub = parser.add_subparsers(dest="command", required=True,
                                 parser_class=parser_class)  # pyright: ignore[reportArgumentType]
-    for group in (rendering, classic, site):
+    for group in (rendering, classic, atlas_views, photo_views, site):
         group.register(sub)
     return parser
 

@@ -32,7 +32,8 @@ from ..config import (
 )
 from ..errors import ConfigError, UsageError
 
-_OPTION_FLAGS = {"class_id": "--class", "sample_count": "--samples"}  # settings named unlike their flag
+# the settings whose flag is not their name
+_OPTION_FLAGS = {"class_id": "--class", "sample_count": "--samples"}
 
 
 def check_options(args) -> None:
