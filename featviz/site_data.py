@@ -1,7 +1,7 @@
 """What a gallery's pages show of a layer, computed resumably into the layer's folder:
 
 * ``layer_renders``: each unit's image for every view (channel, centre neuron, negative) and
-  its diverse images, one ``render_channels`` job per view (``renders/<view>/``);
+  its diverse images, one ``render_channels`` job per view (``renders/``, ``renders/<view>/``);
 * ``layer_examples``: each unit's top and bottom dataset patches, the top ones' projections and
   a Zeiler & Fergus grid of the top nine (``examples/``, recorded in ``examples.json``);
 * ``layer_links``: the earlier layer's units that contribute most to each unit and the classes
@@ -52,14 +52,15 @@ def layer_renders(model: Model, layer: str, channels: Sequence[int], out_dir,
                   config: RenderConfig, *, devices=None, progress: bool = True) -> dict:
     """Render every view of ``channels`` (``config``'s other settings) and, with
     ``config.diverse`` > 1, that many diverse images of ``config.view``; returns view (or
-    "diverse") -> channel -> record, each record's ``png`` relative to ``out_dir``."""
+    "diverse") -> channel -> record, each record's ``png`` relative to ``out_dir``.
+    ``config.view``'s images go to ``renders/``, the others' to ``renders/<view>/``."""
     out_dir = Path(out_dir)
     jobs = {view: config.replace(view=view, diverse=1) for view in VIEWS}
     if config.diverse > 1:
         jobs["diverse"] = config
     renders = {}
     for name, job in jobs.items():
-        folder = Path("renders") / name
+        folder = Path("renders") / ("" if name == config.view else name)
         # a diversity term compares a unit's images: those render on one device
         result = render_channels(model, layer, channels, out_dir / folder, job,
                                  devices=None if name == "diverse" else devices,

@@ -47,14 +47,16 @@ class SiteEstimate(NamedTuple):
     def summary(self) -> str:
         """One line for the command line: the total time, each part's, and the size.
 
-        >>> SiteEstimate({"render": 300.0, "compile": 40.0}, 12.3, 900).summary()
-        'estimate: about 5.7 min (render 5 min, compile 40 s) and 12 MB in 900 files'
+        >>> print(SiteEstimate({"render": 300.0, "compile": 40.0}, 12.3, 900).summary())
+        ... # doctest: +NORMALIZE_WHITESPACE
+        estimate: about 5.7 min (render 5 min, compile 40 s) and 12 MB in 900 files from
+        scratch; parts already done are kept
         """
         parts = ", ".join(f"{name} {_duration(s)}" for name, s in self.seconds.items())
         total = sum(self.seconds.values())
         about = f"{total / 60:.1f} min" if total >= 60 else f"{total:.0f} s"
         return (f"estimate: about {about} ({parts}) and {self.megabytes:.0f} MB in "
-                f"{self.files} files")
+                f"{self.files} files from scratch; parts already done are kept")
 
 
 def _duration(seconds: float) -> str:

@@ -219,7 +219,12 @@ const status = document.getElementById("class-status");
 function show() {
   const query = input.value.trim().toLowerCase();
   results.replaceChildren();
-  const hits = query ? index.classes.filter(c => c[0].toLowerCase().includes(query)) : [];
+  const found = index.classes.filter(c => query && c[0].toLowerCase().includes(query));
+  const wordStart = name => {  // "cat" in "tabby cat" before "cat" in "bullfrog, catesbeiana"
+    const lower = name.toLowerCase();
+    return !/[a-z0-9]/.test(lower[lower.indexOf(query) - 1] || " ");
+  };
+  const hits = found.filter(c => wordStart(c[0])).concat(found.filter(c => !wordStart(c[0])));
   status.textContent = query ? hits.length + " classes match" : "";
   for (const [name, units] of hits.slice(0, 20)) {
     const item = document.createElement("li");

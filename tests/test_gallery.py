@@ -178,7 +178,7 @@ def test_new_render_options_redo_renders_only(site, tmp_path, monkeypatch, capsy
     assert main(loud + ["--out", str(out), "--seed", "1", "--devices", "1"]) == 0
     assert capsys.readouterr().out.startswith("estimate: about ")
     assert given == ([jax.local_devices()[:1]] * 3 + [None]) * 2  # diverse: on one device
-    for view in ("channel", "neuron", "negative", "diverse"):
+    for view in ("", "neuron", "negative", "diverse"):  # the channel view: in renders/
         record = json.loads((out / LAYERS[0] / "renders" / view / "results.json").read_text())
         assert record["settings"]["seed"] == 1 and len(record["channels"]) == 16
 

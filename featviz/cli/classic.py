@@ -159,7 +159,8 @@ def register(sub) -> None:
 
     p = command("top-patches", "the dataset patches that excite channels most", cmd_top_patches,
                 image=False, out_help="output folder")
-    p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
+    p.add_argument("--images", help="folder of photos, searched with its subfolders, in any "
+                   "format Pillow reads (default: scikit-image photos)")
     p.add_argument("--layer", required=True)
     p.add_argument("--channels", required=True, help="e.g. 0-7,12")
     p.add_argument("--k", type=int, default=9, help="patches per channel")
@@ -191,7 +192,8 @@ def register(sub) -> None:
                 cmd_unit, image=False)
     p.add_argument("--layer", required=True)
     p.add_argument("--channel", type=int, required=True)
-    p.add_argument("--images", help="folder of .jpg/.png images (default: scikit-image photos)")
+    p.add_argument("--images", help="folder of photos, searched with its subfolders, in any "
+                   "format Pillow reads (default: scikit-image photos)")
     p.add_argument("--k", type=int, default=9, help="top patches")
     p.add_argument("--image-size", type=int, default=None,
                    help="side the photos are searched at (default: the model's input size)")

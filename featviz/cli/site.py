@@ -27,7 +27,7 @@ def _shown_layers(model, named: list[str] | None) -> list[str]:
     model's default ones when none is named."""
     if named is None:
         return list(model.shown_layers)
-    return list(model.spatial_layers()) if named == ["all"] else named
+    return list(model.spatial_layers()) if [n.lower() for n in named] == ["all"] else named
 
 
 def cmd_gallery(args) -> None:
@@ -36,14 +36,14 @@ def cmd_gallery(args) -> None:
     named = None if args.layers is None else _named_layers(args.layers)
     model = model_from_args(args)
     layers = _shown_layers(model, named)
-    config = render_config(args)
+    config, devices = render_config(args), _devices(args.devices)
     if not args.quiet:
         chosen = chosen_units(model, layers, args.channels, config.size)
         print(estimate(model, chosen, config, k=args.k, images=args.images,
                        image_size=args.image_size).summary(), flush=True)
     out = build_gallery(model, args.out, layers, args.channels, config, k=args.k,
                         images=args.images, image_size=args.image_size,
-                        devices=_devices(args.devices), progress=not args.quiet)
+                        devices=devices, progress=not args.quiet)
     print(f"wrote {out / 'index.html'} ({plural(len(layers), 'layer')}); open it in a browser")
 
 
