@@ -20,8 +20,8 @@ Example:
     >>> schedule = Schedule.of(start=0, stop=4, steps=4, lr=0.05, ramp=(1.0, 1.0))
     >>> state, trace, images = segment(settings, settings.model.params, objectives, keys,
     ...                                state, schedule)
-    >>> trace.shape, images.shape
-    ((2, 32), (2, 32, 32, 3))
+    >>> trace.shape == (2, settings.steps_per_call), images.shape
+    (True, (2, 32, 32, 3))
 """
 from __future__ import annotations
 

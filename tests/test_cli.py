@@ -49,8 +49,9 @@ def test_models_lists_the_registry(capsys):
     from featviz.models import REGISTRY
     assert main(["models"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert [row.split()[0] for row in rows[:-1]] == list(REGISTRY)
-    assert rows[-1].startswith("keras:NAME") and "VGG16" in rows[-1]
+    assert [row.split()[0] for row in rows[:-2]] == list(REGISTRY)
+    assert rows[-2].startswith("keras:NAME") and "VGG16" in rows[-2]
+    assert "mine.keras" in rows[-1] and "path/to/file.py:build" in rows[-1]
     assert rows[1].split()[1:3] == ["240", "24"]  # Lite1: native size, layer count
 
 
@@ -338,6 +339,7 @@ def test_unit_sheet(tmp_path, capsys):
                  "--out", str(other)] + TINY) == 0
     assert Image.open(other).size == sheet.size
     assert not np.array_equal(np.asarray(Image.open(other)), np.asarray(sheet))
+    capsys.readouterr()  # the dataset search's progress bars
     assert main(["unit", "--layer", "conv2", "--channel", "16", "--out", str(out)] + TINY) == 2
     assert "channels 0-15" in _error_line(capsys)
     assert main(["unit", "--layer", "logits", "--channel", "0", "--out", str(out)] + TINY) == 2

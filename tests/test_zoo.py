@@ -84,5 +84,5 @@ def test_registry():
     for entry in REGISTRY.values():
         layers = entry.layers()
         assert set(entry.default_layers) <= set(layers)
-    with pytest.raises(UnknownModelError, match="available: efficientnet-lite0"):
+    with pytest.raises(UnknownModelError, match=r"give a zoo model \(efficientnet-lite0"):
         load_model("efficientnet-lite9")
