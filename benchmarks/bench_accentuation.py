@@ -35,6 +35,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from bench_vs_horama import HORAMA_LAYERS, PEER  # the peer and its layer names, shared
 from skimage import data
 
 import featviz
@@ -43,8 +44,7 @@ from featviz.image import load_image, make_grid, save_png
 from featviz.photos import square_resize
 from featviz.views.accentuation import accentuate, relative_distance
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "horama"
-HORAMA_LAYERS = {"blocks_8": "_blocks_8", "head": "_bn1"}
+SPATIAL_LAYERS = sorted(set(HORAMA_LAYERS) - {"logits"})  # accentuation needs a spatial map
 
 
 def featviz_run(model, layer: str, channels: list[int], args) -> tuple[list[Path], float]:
@@ -98,7 +98,7 @@ def floors(ours: dict, theirs: dict) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--layer", default="blocks_8", choices=sorted(HORAMA_LAYERS))
+    p.add_argument("--layer", default="blocks_8", choices=SPATIAL_LAYERS)
     p.add_argument("--channels", default="0-3")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--size", type=int, default=128)
