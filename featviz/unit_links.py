@@ -56,6 +56,29 @@ def _masked_sum(per_image, n_valid):
     return jnp.where(valid.reshape((-1,) + (1,) * (per_image.ndim - 1)), per_image, 0).sum(0)
 
 
+def _unit_sums(model: Model, first: str, second: str, reduce, unit_term):
+    """jit((params, images, n_valid, channels) -> per channel c of ``channels``, the
+    per-image ``unit_term(out, back, acts)(c)`` summed over the first n_valid images), where
+    ``acts`` is ``first``'s map, ``out`` is ``reduce(second's map)`` and ``back`` its VJP
+    with respect to a perturbation added to ``acts`` (through ``rectifier_rules``, so that
+    custom-gradient layers work)."""
+    def outputs(params, images):
+        acts = model.activations(images, params, [first, second])
+        return acts[first], acts[second]
+
+    def run(params, images, n_valid, channels):
+        shape = jax.eval_shape(outputs, params, images)[0]
+
+        def perturbed(delta):
+            acts, out = rectifier_rules.evaluate(outputs, params, images, perturb={0: delta})
+            return reduce(out), acts
+        out, back, acts = jax.vjp(perturbed, jnp.zeros(shape.shape, shape.dtype), has_aux=True)
+        one_unit = unit_term(out, back, acts)
+        return jax.lax.map(lambda c: _masked_sum(one_unit(c), n_valid), channels,
+                           batch_size=UNIT_BATCH)
+    return jax.jit(run)
+
+
 @per_model
 def _contribution_fn(model: Model, earlier: str, layer: str):
     """jit((params, images, n_valid, channels) -> (channels, earlier channels): per unit, the
@@ -63,25 +86,11 @@ def _contribution_fn(model: Model, earlier: str, layer: str):
     first n_valid images)."""
     n_units = model.channels(layer)
 
-    def outputs(params, images):
-        acts = model.activations(images, params, [earlier, layer])
-        return acts[earlier], acts[layer]
-
-    def run(params, images, n_valid, channels):
-        before = jax.eval_shape(outputs, params, images)[0]
-
-        def unit_means(delta):
-            acts_before, acts = rectifier_rules.evaluate(outputs, params, images,
-                                                         perturb={0: delta})
-            return acts.mean(axis=(1, 2)).sum(0), acts_before  # images do not mix: per image
-        _, back, acts_before = jax.vjp(unit_means, jnp.zeros(before.shape, before.dtype),
-                                       has_aux=True)
-
-        def one_unit(c):
-            grad = back(jax.nn.one_hot(c, n_units))[0]
-            return _masked_sum((grad * acts_before).sum(axis=(1, 2)), n_valid)
-        return jax.lax.map(one_unit, channels, batch_size=UNIT_BATCH)
-    return jax.jit(run)
+    def unit_term(_, back, acts_before):
+        return lambda c: (back(jax.nn.one_hot(c, n_units))[0] * acts_before).sum(axis=(1, 2))
+    # images do not mix: the gradient of the batch's sum is each image's own
+    return _unit_sums(model, earlier, layer, lambda acts: acts.mean(axis=(1, 2)).sum(0),
+                      unit_term)
 
 
 @per_model
@@ -90,26 +99,10 @@ def _class_fn(model: Model, layer: str):
     gradient with respect to the unit's map times the map, summed over positions and images).
     One forward-mode product per unit, J @ (map of the unit alone), built as the transpose of
     the backward pass (a custom_vjp layer has no forward-mode rule of its own)."""
-    scores = score_layer(model)
-
-    def outputs(params, images):
-        acts = model.activations(images, params, [layer, scores])
-        return acts[layer], acts[scores]
-
-    def run(params, images, n_valid, channels):
-        shape = jax.eval_shape(outputs, params, images)[0]
-
-        def logits(delta):
-            acts, out = rectifier_rules.evaluate(outputs, params, images, perturb={0: delta})
-            return out, acts
-        out, back, acts = jax.vjp(logits, jnp.zeros(shape.shape, shape.dtype), has_aux=True)
-        _, forward = jax.vjp(lambda cotangent: back(cotangent)[0], jnp.zeros_like(out))
-
-        def one_unit(c):
-            alone = jnp.where(jnp.arange(acts.shape[-1]) == c, acts, 0)
-            return _masked_sum(forward(alone)[0], n_valid)
-        return jax.lax.map(one_unit, channels, batch_size=UNIT_BATCH)
-    return jax.jit(run)
+    def unit_term(logits, back, acts):
+        _, forward = jax.vjp(lambda cotangent: back(cotangent)[0], jnp.zeros_like(logits))
+        return lambda c: forward(jnp.where(jnp.arange(acts.shape[-1]) == c, acts, 0))[0]
+    return _unit_sums(model, layer, score_layer(model), lambda logits: logits, unit_term)
 
 
 def has_classes(model: Model) -> bool:

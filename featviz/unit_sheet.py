@@ -20,18 +20,11 @@ from .config import RenderConfig
 from .image import make_grid
 from .jobs import unit_batch, unit_renderer
 from .models.base import Model
-from .photos import sample_photos, square_resize
-from .top_patches import patch_projections, top_patches
+from .photos import PhotoSource
+from .top_patches import patch_projections, resized_tile, top_patches
 
 TILE = 80  # side of a patch tile on the sheet, pixels
 TITLE_HEIGHT = 16
-
-
-def _resized(image, side: int) -> np.ndarray:
-    """A float image in [0, 1] as a ``side`` x ``side`` uint8 tile (nearest for small ones)."""
-    im = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
-    resample = Image.Resampling.NEAREST if im.size[0] < side else Image.Resampling.BILINEAR
-    return np.asarray(im.resize((side, side), resample))
 
 
 def _titled_row(parts: list[tuple[str, np.ndarray]], pad: int = 8) -> np.ndarray:
@@ -66,32 +59,32 @@ def unit_sheet(model: Model, layer: str, channel: int, config: RenderConfig | No
         channel: the channel shown.
         config: how its feature visualization is rendered (default: ``UNIT_CONFIG``);
             keyword ``settings`` (``steps=64, size=96, ...``) change it.
-        images: ``(name, image)`` pairs searched for the top patches (default:
-            ``sample_photos()``).
+        images: the folder of photos searched for the top patches, with its subfolders
+            (``PhotoSource``: streamed, an unreadable file skipped after one warning; default:
+            scikit-image's photos).
         k: top patches shown, with their deconvnet and guided projections.
         image_size: the side the photos are searched at (default: the model's input size).
     """
     config = (config or UNIT_CONFIG).replace(**settings)
     layer = model.spatial_layer(layer)
     image_size = image_size or model.image_size
+    photos = PhotoSource(images, image_size)  # a missing or empty folder: refused at once
     render = unit_renderer(model, config, layer)(*unit_batch(config, layer, [channel]))
-    photos = list(sample_photos() if images is None else images)
-    found = top_patches(model, photos, layer, [channel], k=k, size=image_size)
+    found = top_patches(model, photos(), layer, [channel], k=k, size=image_size)
     examples = found.examples[channel]
-    needed = {e.image for e in examples}
-    sources = {name: square_resize(im, image_size) for name, im in photos if name in needed}
+    sources = {e.image: photos.load(e.image) for e in examples}  # only the few photos shown
     projections = patch_projections(model, layer, channel, examples, sources, found.field)
     columns = int(np.ceil(np.sqrt(len(examples))))
 
     def grid(pictures, labels=None):
-        return make_grid(np.stack([_resized(p, TILE) for p in pictures]), columns=columns,
+        return make_grid(np.stack([resized_tile(p, TILE) for p in pictures]), columns=columns,
                          labels=labels)
     patches = grid([e.patch for e in examples], [f"{e.value:.2f}" for e in examples])
     side = patches.shape[0]
     found_title = "top patch" if len(examples) == 1 else f"top {len(examples)} patches"
     shown = f"{layer}:{channel} {'' if config.view == 'channel' else config.view + ' '}"
     if config.diverse == 1:
-        parts = [(shown + "feature visualization", _resized(render.images[0], side))]
+        parts = [(shown + "feature visualization", resized_tile(render.images[0], side))]
     else:
         parts = [(shown + f"{config.diverse} diverse images",
                   grid(list(render.images), [""] * config.diverse))]

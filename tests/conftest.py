@@ -87,6 +87,15 @@ def compilation_cache(tmp_path_factory):
                       featviz.cache.MIN_COMPILE_SECONDS)
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port free now, for a test's ``jax.distributed`` coordinator."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     net = TinyCNN()

@@ -346,6 +346,25 @@ def test_unit_sheet(tmp_path, capsys):
     assert "no spatial map" in _error_line(capsys)
 
 
+def test_unit_sheet_streams_a_folder_with_a_bad_file_and_a_subfolder(tmp_path, capsys):
+    """The only photos lie in a subfolder (two formats): the sheet is written all the same,
+    and the file that is not an image is warned of once."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "more" / name)
+    (folder / "broken.jpg").write_text("not an image")
+    out = tmp_path / "sheet.png"
+    assert main(["unit", "--layer", "conv2", "--channel", "3", "--k", "2", "--steps", "2",
+                 "--size", "32", "--images", str(folder), "--out", str(out)] + TINY) == 0
+    sheet = Image.open(out)
+    assert sheet.size[0] > 3 * sheet.size[1] / 2  # four parts side by side
+    err = capsys.readouterr().err
+    assert err.count("skipped:") == 1 and "broken.jpg" in err, err
+
+
 def test_unit_sheet_parts_narrower_than_their_titles_do_not_overlap():
     from PIL import ImageDraw, ImageFont
 
@@ -455,9 +474,11 @@ def test_project_needs_a_spatial_layer(tmp_path, capsys):
     (["--num-processes", "2"], "--num-processes goes with --distributed HOST:PORT"),
     (["--process-id", "0"], "--process-id goes with --distributed HOST:PORT"),
 ])
-def test_distributed_mistakes_are_one_line(tmp_path, capsys, extra, expected):
+@pytest.mark.parametrize("command", [["render", "--layer", "conv3"],
+                                     ["gallery", "--layers", "conv3"]])
+def test_distributed_mistakes_are_one_line(tmp_path, capsys, command, extra, expected):
     out = tmp_path / "d"
-    argv = ["render", "--layer", "conv3", "--channels", "0", "--out", str(out)] + TINY + FAST
+    argv = command + ["--channels", "0", "--out", str(out)] + TINY + FAST
     assert main(argv + extra) == 2
     assert expected in _error_line(capsys)
     assert not out.exists()

@@ -61,14 +61,7 @@ def test_lite0_from_the_command_line_same_images_on_one_or_four_devices(tmp_path
         np.testing.assert_array_equal(one, four, err_msg=f"channel {c}")
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_over_loopback_render_one_atlas(tmp_path):
+def test_two_processes_over_loopback_render_one_atlas(tmp_path, free_port):
     """Two processes join through jax.distributed, each renders its share of the channels, and
     process 0 writes the merged records and the atlas; the images equal a one-process run."""
     import json
@@ -80,9 +73,8 @@ def test_two_processes_over_loopback_render_one_atlas(tmp_path):
     featviz_cmd = [sys.executable, "-m", "featviz"]
     common = ["atlas", "--model", "tiny", "--layer", "conv2", "--channels", "0-4", "--steps", "4",
               "--size", "32", "--quiet"]
-    port = _free_port()
     procs = [subprocess.Popen(featviz_cmd + common + [
-        "--out", str(tmp_path / "multi" / "atlas.png"), "--distributed", f"127.0.0.1:{port}",
+        "--out", str(tmp_path / "multi" / "atlas.png"), "--distributed", f"127.0.0.1:{free_port}",
         "--num-processes", "2", "--process-id", str(i)], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -125,13 +125,11 @@ def cmd_gradcam(args):
 
 def cmd_unit(args):
     from ..image import save_png
-    from ..photos import iter_images, warn_once
     from ..unit_sheet import unit_sheet
     check_png_outputs(args)
     model = model_from_args(args)
-    images = iter_images(args.images, None, warn_once()) if args.images else None
-    sheet = unit_sheet(model, args.layer, args.channel, render_config(args), images=images,
-                       k=args.k, image_size=args.image_size)
+    sheet = unit_sheet(model, args.layer, args.channel, render_config(args),
+                       images=args.images or None, k=args.k, image_size=args.image_size)
     save_png(sheet, args.out)
     found = "top patch" if args.k == 1 else f"top {args.k} patches"
     print(f"wrote {args.out} ({args.layer}:{args.channel}: feature visualization, {found}, "

@@ -86,6 +86,17 @@ def check_distributed(args) -> None:
                          f"--num-processes {args.num_processes}, not {args.process_id}")
 
 
+def add_distributed_options(p):
+    """``--distributed``, ``--num-processes`` and ``--process-id`` (``check_distributed``
+    checks them, ``featviz.cli`` joins the run); returns the parser."""
+    p.add_argument("--distributed", metavar="HOST:PORT|auto",
+                   help="join a multi-process run through jax.distributed")
+    p.add_argument("--num-processes", type=int,
+                   help="processes in the run (with --distributed HOST:PORT)")
+    p.add_argument("--process-id", type=int, help="this process's number, 0 to N-1")
+    return p
+
+
 def plural(n: int, noun: str) -> str:
     """``n`` and ``noun``, singular for one: "1 image", "2 images"."""
     return f"{n} {noun}{'' if n == 1 else 's'}"

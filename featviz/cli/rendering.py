@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .common import (
+    add_distributed_options,
     add_model_options,
     add_render_options,
     model_from_args,
@@ -146,11 +147,7 @@ def _add_render_options(p, layer_required: bool):
     p.add_argument("--channels", default=None, help="e.g. 0-7,12 (default: all)")
     add_render_options(p)
     p.add_argument("--devices", help="shard each chunk over 'all' local devices or the first N")
-    p.add_argument("--distributed", metavar="HOST:PORT|auto",
-                   help="join a multi-process run through jax.distributed")
-    p.add_argument("--num-processes", type=int,
-                   help="processes in the run (with --distributed HOST:PORT)")
-    p.add_argument("--process-id", type=int, help="this process's number, 0 to N-1")
+    add_distributed_options(p)
     p.add_argument("--out", required=True, help="output folder (render) or .png file (atlas)")
     return p
 

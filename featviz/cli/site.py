@@ -3,11 +3,19 @@
     featviz gallery --out site/ [--layers blocks_3,blocks_8|all] [--channels 0-3] [--images DIR]
                     [--k 9] [--image-size PX] [--devices N|all]
                     [every render option: --steps N --size PX --diverse K --lr ... --chunk N]
+                    [--distributed HOST:PORT|auto --num-processes N --process-id I]
 """
 from __future__ import annotations
 
 from ..errors import UsageError
-from .common import add_model_options, add_render_options, model_from_args, plural, render_config
+from .common import (
+    add_distributed_options,
+    add_model_options,
+    add_render_options,
+    model_from_args,
+    plural,
+    render_config,
+)
 from .rendering import _devices
 
 GALLERY_DIVERSE = 4  # diverse images per unit unless --diverse says otherwise
@@ -31,20 +39,24 @@ def _shown_layers(model, named: list[str] | None) -> list[str]:
 
 
 def cmd_gallery(args) -> None:
+    import jax
+
     from ..gallery import build_gallery, chosen_units
     from ..site_estimate import estimate
     named = None if args.layers is None else _named_layers(args.layers)
     model = model_from_args(args)
     layers = _shown_layers(model, named)
     config, devices = render_config(args), _devices(args.devices)
-    if not args.quiet:
+    lead = jax.process_index() == 0  # the process that writes the site and reports
+    if lead and not args.quiet:
         chosen = chosen_units(model, layers, args.channels, config.size)
         print(estimate(model, chosen, config, k=args.k, images=args.images,
                        image_size=args.image_size).summary(), flush=True)
     out = build_gallery(model, args.out, layers, args.channels, config, k=args.k,
                         images=args.images, image_size=args.image_size,
                         devices=devices, progress=not args.quiet)
-    print(f"wrote {out / 'index.html'} ({plural(len(layers), 'layer')}); open it in a browser")
+    if lead:
+        print(f"wrote {out / 'index.html'} ({plural(len(layers), 'layer')}); open it in a browser")
 
 
 def register(sub) -> None:
@@ -70,4 +82,5 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=9, help="top and bottom dataset examples per unit")
     p.add_argument("--devices", help="shard each render chunk over 'all' local devices or the "
                    "first N (diverse images render on one)")
+    add_distributed_options(p)
     p.set_defaults(func=cmd_gallery)
