@@ -12,6 +12,11 @@ Each part is recorded with the settings it was made with (``featviz.site_data``)
 written atomically, so a rerun after an interruption, with other photos or with other render
 options redoes only what is missing or changed.
 
+Several processes (one per host, ``featviz.distributed``) share the renders, and process 0
+writes the dataset examples, links and pages into the shared folder:
+
+    srun --nodes=4 --ntasks-per-node=1 featviz gallery --out /shared/site/ --distributed auto
+
 Example:
     >>> from featviz import load_model
     >>> site = build_gallery(load_model("tiny"), "/tmp/featviz-gallery-doc", ["conv3"], "0-1",
@@ -26,12 +31,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 from PIL import Image
 
+from . import distributed
 from .channels import check_size, parse_channels
 from .config import RenderConfig
-from .image import save_png, write_text_atomic
+from .image import save_webp, write_text_atomic
 from .models.base import Model
 from .photos import DatasetError, PhotoSource
 from .site_data import layer_examples, layer_links, layer_renders
@@ -41,6 +48,7 @@ from .site_pages import (
     class_search_index,
     index_page,
     layer_page,
+    preview,
     slug,
     unit_page,
 )
@@ -86,30 +94,43 @@ def chosen_units(model: Model, layers: Sequence[str], channels: str | None,
             for layer in network_order(model, layers)}
 
 
-def _thumbnails(renders: dict, out_dir: Path) -> dict[int, str]:
-    """Each unit's render as a ``THUMB_SIDE`` px PNG (made again only when the render is
-    newer); channel -> path relative to ``out_dir``."""
-    thumbs = {}
-    for c, record in renders.items():
-        source, thumb = out_dir / record["png"], out_dir / "thumbs" / f"{c}.png"
-        if not thumb.exists() or thumb.stat().st_mtime_ns < source.stat().st_mtime_ns:
-            with Image.open(source) as im:
-                small = im.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE),
-                                                 Image.Resampling.LANCZOS)
-            save_png(np.asarray(small), thumb)
-        thumbs[c] = f"thumbs/{c}.png"
+def _compact_copy(source: Path, target: Path, side: int | None = None) -> None:
+    """The render ``source`` as a WebP at ``target`` (``side`` px square, or its own size),
+    unless ``target`` is as new as ``source`` already."""
+    if target.exists() and target.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+        return
+    with Image.open(source) as im:
+        im = im.convert("RGB")
+        small = im if side is None else im.resize((side, side), Image.Resampling.LANCZOS)
+    save_webp(np.asarray(small), target)
+
+
+def _thumbnails(renders: dict, view: str, out_dir: Path) -> dict[int, str]:
+    """Each unit's ``view`` render as a ``THUMB_SIDE`` px WebP, and each diverse image's
+    ``preview`` (each made again only when its render is newer); channel -> thumbnail path
+    relative to ``out_dir``."""
+    for record in renders.get("diverse", {}).values():
+        for r in [record, *record.get("diverse", [])]:
+            _compact_copy(out_dir / r["png"], out_dir / preview(r["png"]))
+    thumbs = {c: f"thumbs/{c}.webp" for c in renders[view]}
+    for c, record in renders[view].items():
+        _compact_copy(out_dir / record["png"], out_dir / thumbs[c], THUMB_SIDE)
     return thumbs
 
 
 def _build_layer(model: Model, layer: str, channels: list[int], out: Path, config: RenderConfig,
                  photos: PhotoSource, *, earlier: str | None, k: int, image_size: int,
-                 devices, progress: bool, timing: dict) -> LayerData:
-    """Render, search and measure one layer (each part resumed); what its pages show."""
+                 devices, progress: bool, timing: dict) -> LayerData | None:
+    """Render, search and measure one layer (each part resumed); what its pages show. In a
+    run of several processes each renders its share; only process 0 goes on (the others get
+    None)."""
     out_dir = out / slug(layer)
     began = time.perf_counter()
     renders = layer_renders(model, layer, channels, out_dir, config, devices=devices,
-                            progress=progress)
-    thumbs = _thumbnails(renders[config.view], out_dir)
+                            progress=progress)  # every process's renders, after their barrier
+    if jax.process_index() != 0:
+        return None
+    thumbs = _thumbnails(renders, config.view, out_dir)
     rendered = time.perf_counter()
     examples = layer_examples(model, layer, channels, photos, out_dir, k=k,
                               image_size=image_size, progress=progress)
@@ -174,7 +195,9 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
         devices: shard each render chunk over these devices (diverse images: one device).
         progress: show progress bars.
 
-    The seconds each layer's parts took are written to ``timing.json``.
+    The seconds each layer's parts took are written to ``timing.json``. In a run of several
+    processes (``featviz.distributed``) the renders are shared among them and process 0 writes
+    the rest; every process returns once the site is complete.
     """
     config = (config or GALLERY_CONFIG).replace(**settings)
     image_size = image_size or model.image_size
@@ -183,12 +206,15 @@ def build_gallery(model: Model, out, layers: Sequence[str], channels: str | None
     photos = photo_source(images, image_size)
     out, shown, timing = Path(out), {}, {}
     for i, (layer, chans) in enumerate(chosen.items()):
-        shown[layer] = _build_layer(model, layer, chans, out, config, photos,
-                                    earlier=layers[i - 1] if i else None, k=k,
-                                    image_size=image_size, devices=devices, progress=progress,
-                                    timing=timing)
-    began = time.perf_counter()
-    write_pages(model, out, shown, config, image_size)
-    timing["pages"] = round(time.perf_counter() - began, 2)
-    write_text_atomic(json.dumps(timing, indent=1), out / "timing.json")
+        data = _build_layer(model, layer, chans, out, config, photos,
+                            earlier=layers[i - 1] if i else None, k=k, image_size=image_size,
+                            devices=devices, progress=progress, timing=timing)
+        if data is not None:
+            shown[layer] = data
+    if jax.process_index() == 0:
+        began = time.perf_counter()
+        write_pages(model, out, shown, config, image_size)
+        timing["pages"] = round(time.perf_counter() - began, 2)
+        write_text_atomic(json.dumps(timing, indent=1), out / "timing.json")
+    distributed.barrier("featviz-gallery-written")
     return out

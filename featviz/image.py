@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from .errors import ImageReadError, ImageValueError
 
+WEBP_QUALITY = 85  # a lossy WebP's quality: no artefacts visible at the size shown
+
 
 def square_crop(im: Image.Image, size: int) -> Image.Image:
     """The largest centered square of a Pillow image, resized bilinearly to ``size`` x ``size``."""
@@ -207,13 +209,28 @@ def _replace_with_new_file(path: Path, write, mode: str, permissions: int | None
         raise
 
 
+def _pixels(array) -> Image.Image:
+    """A uint8 or [0, 1] float image, (H, W, 3) or grey (H, W, 1), as a Pillow image."""
+    array = np.asarray(array)
+    array = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
+    return Image.fromarray(array if array.dtype == np.uint8 else to_uint8(array))
+
+
 def save_png(array, path) -> Path:
     """Write a uint8 or [0, 1] float image, (H, W, 3) or grey (H, W, 1), to ``path``
     atomically (temp file, then rename)."""
-    array = np.asarray(array)
-    array = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
-    pixels = Image.fromarray(array if array.dtype == np.uint8 else to_uint8(array))
+    pixels = _pixels(array)
     return _write_atomic(path, lambda f: pixels.save(f, format="PNG"), "wb")
+
+
+def save_webp(array, path, lossless: bool = False) -> Path:
+    """``save_png``'s image as a WebP, for a picture to look at rather than a result: lossy
+    (``WEBP_QUALITY``), about a fifth of the PNG's bytes for feature visualizations and
+    photos, whose noise PNG compresses badly; or ``lossless``, for maps whose every pixel's
+    colour counts (lossy WebP halves the colour resolution), a fifth smaller than PNG."""
+    pixels = _pixels(array)
+    options = {"lossless": True} if lossless else {"quality": WEBP_QUALITY}
+    return _write_atomic(path, lambda f: pixels.save(f, format="WEBP", **options), "wb")
 
 
 def save_npy(array, path) -> Path:

@@ -3,7 +3,8 @@
 * ``layer_renders``: each unit's image for every view (channel, centre neuron, negative) and
   its diverse images, one ``render_channels`` job per view (``renders/``, ``renders/<view>/``);
 * ``layer_examples``: each unit's top and bottom dataset patches, the top ones' projections and
-  a Zeiler & Fergus grid of the top nine (``examples/``, recorded in ``examples.json``);
+  a Zeiler & Fergus grid of the top nine, as WebP pictures (the projections lossless;
+  ``examples/``, recorded in ``examples.json``);
 * ``layer_links``: the earlier layer's units that contribute most to each unit and the classes
   each drives most (``links.json``, and each unit's full class vector in ``classes/``).
 
@@ -30,10 +31,11 @@ import numpy as np
 
 from . import __version__
 from .config import VIEWS, RenderConfig
-from .image import make_grid, save_npy, save_png, write_text_atomic
+from .image import make_grid, save_npy, save_webp, write_text_atomic
 from .jobs import render_channels
 from .models.base import Model
 from .photos import PhotoSource
+from .site_pages import TILE_SIDE
 from .top_patches import (
     ReceptiveField,
     patch_projections,
@@ -43,7 +45,7 @@ from .top_patches import (
 )
 from .unit_links import ANALYSIS_PHOTOS, class_labels, strongest, unit_links
 
-EXAMPLE_SIDE = 128  # a dataset patch or projection is saved at most this wide
+EXAMPLE_SIDE = TILE_SIDE  # a dataset patch or projection is saved at most as wide as shown
 GRID_TILE = 48  # a patch's side in a layer's grid of top patches
 LINKS_SHOWN = 5  # contributing units and classes listed per unit
 
@@ -114,7 +116,8 @@ def layer_examples(model: Model, layer: str, channels: Sequence[int], photos: Ph
     out_dir = Path(out_dir)
     rules = projection_rules(model, layer)
     settings = {"model": model.name, "layer": layer, "k": k, "image_size": image_size,
-                "photos": photos.key, "projections": list(rules), "featviz": __version__}
+                "photos": photos.key, "projections": list(rules), "side": EXAMPLE_SIDE,
+                "format": "webp", "featviz": __version__}
     doc = _load_record(out_dir / "examples.json", settings)
     todo = _todo(channels, doc, out_dir)
     if todo:
@@ -138,21 +141,21 @@ def _save_examples(model: Model, layer: str, c: int, found, sources: dict,
     top = found.examples[c]
     projections = patch_projections(model, layer, c, top, sources, field, rules)
 
-    def saved(picture, name: str) -> str:
-        save_png(resized_tile(picture, side), out_dir / "examples" / name)
+    def saved(picture, name: str, lossless: bool = False) -> str:
+        save_webp(resized_tile(picture, side), out_dir / "examples" / name, lossless)
         return f"examples/{name}"
 
-    row = {"top": [], "bottom": [], "grid": f"examples/grid_{c}.png"}
+    row = {"top": [], "bottom": [], "grid": f"examples/grid_{c}.webp"}
     for i, e in enumerate(top):
         entry = {"value": e.value, "image": Path(e.image).name,
-                 "patch": saved(e.patch, f"top_{c}_{i}.png")}
-        entry.update({rule: saved(projections[rule][i], f"top_{c}_{i}_{rule}.png")
-                      for rule in rules})
+                 "patch": saved(e.patch, f"top_{c}_{i}.webp")}
+        entry.update({rule: saved(projections[rule][i], f"top_{c}_{i}_{rule}.webp", True)
+                      for rule in rules})  # a projection's colours are its message: lossless
         row["top"].append(entry)
     for i, e in enumerate(found.bottom[c]):
         row["bottom"].append({"value": e.value, "image": Path(e.image).name,
-                              "patch": saved(e.patch, f"bottom_{c}_{i}.png")})
-    save_png(_grid_of_nine([e.patch for e in top[:9]]), out_dir / row["grid"])
+                              "patch": saved(e.patch, f"bottom_{c}_{i}.webp")})
+    save_webp(_grid_of_nine([e.patch for e in top[:9]]), out_dir / row["grid"])
     return row
 
 

@@ -34,8 +34,9 @@ RENDER_PASSES = 3.5  # a render step of one image, in forward passes (forward, b
 LINK_PASSES = 1.2  # a unit's links on one photo, in forward passes (their backward passes)
 RENDER_COMPILE, PROGRAM_COMPILE = 6.5, 2.5  # seconds to compile a render program, another one
 EXAMPLE_PROGRAMS = 3  # compiled per layer for its examples: receptive field, search, projection
-RENDER_PNG_BYTES, PATCH_PNG_BYTES = 2.6, 0.9  # a PNG's bytes per pixel: renders, patches
-UNIT_BYTES = 40_000  # a unit's HTML page, thumbnail and class vector
+RENDER_PNG_BYTES = 2.6  # a render's PNG, bytes per pixel
+PREVIEW_BYTES, PATCH_BYTES = 0.53, 0.18  # WebP bytes per pixel: diverse previews, examples
+UNIT_BYTES = 26_000  # a unit's HTML page, thumbnail and class vector
 
 
 class SiteEstimate(NamedTuple):
@@ -109,8 +110,10 @@ def estimate(model: Model, chosen: dict[str, list[int]], config: RenderConfig, *
             seconds["links"] += linked * units * LINK_PASSES * job * per_flop + PROGRAM_COMPILE
     units = sum(map(len, chosen.values()))
     side = min(image_size, EXAMPLE_SIDE)  # at most: a receptive field may be smaller
-    size_bytes = units * (per_unit * config.size**2 * RENDER_PNG_BYTES
-                          + (patches * side**2 + 150**2) * PATCH_PNG_BYTES + UNIT_BYTES)
-    files = 1 + units * (per_unit + patches + 4) + len(layers) * (programs + 3)
+    previews = config.diverse if config.diverse > 1 else 0
+    size_bytes = units * ((per_unit * RENDER_PNG_BYTES + previews * PREVIEW_BYTES)
+                          * config.size**2 + (patches * side**2 + 150**2) * PATCH_BYTES
+                          + UNIT_BYTES)
+    files = 1 + units * (per_unit + previews + patches + 4) + len(layers) * (programs + 3)
     return SiteEstimate({name: round(s, 1) for name, s in seconds.items()}, size_bytes / 1e6,
                         files)

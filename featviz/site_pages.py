@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from urllib.parse import quote
 
 import numpy as np
@@ -45,6 +46,16 @@ THUMB_SIDE = 96  # a unit's thumbnail (layer pages, links, the index)
 def slug(layer: str) -> str:
     """A layer's folder name: its name with anything but letters, digits, ``_.-`` as ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", layer)
+
+
+def preview(png: str) -> str:
+    """The compact copy of the render ``png`` that a unit page shows, linked to the PNG: a
+    WebP beside it.
+
+    >>> preview("renders/diverse/conv3_0_1.png")
+    'renders/diverse/conv3_0_1.webp'
+    """
+    return PurePosixPath(png).with_suffix(".webp").as_posix()
 
 
 def image_tag(src: str, width: int, alt: str, pixel: bool = False) -> str:
@@ -108,13 +119,14 @@ def _diverse(data: LayerData, c: int, config: RenderConfig) -> str:
         return ""
     record = data.renders["diverse"][c]
     images = [record] + record.get("diverse", [])
-    figures = "".join(f'<figure>{image_tag(r["png"], 128, f"diverse image {i + 1}")}'
+    figures = "".join(f'<figure><a href="{quote(r["png"])}">'
+                      f'{image_tag(preview(r["png"]), 128, f"diverse image {i + 1}")}</a>'
                       f"<figcaption>{r['objective']:.3g}</figcaption></figure>"
                       for i, r in enumerate(images))
     return _section("diverse", "Diverse images", f'<div class="grid">{figures}</div>',
                     f"{len(images)} images of the {config.view} objective, rendered together "
                     "and pushed apart by a diversity term (Olah et al., 2017): the different "
-                    "things this unit responds to.")
+                    "things this unit responds to. Each links to its PNG.")
 
 
 def _examples(data: LayerData, c: int, part: str) -> str:

@@ -39,6 +39,7 @@ from featviz import rectifier_rules, site_data
 from featviz.cli import main
 from featviz.engine import Renderer
 from featviz.photos import PhotoSource, iter_images, prefetch, sample_photos, square_resize
+from featviz.site_pages import THUMB_SIDE, preview
 from featviz.top_patches import has_max_pool, projection_rules, top_patches
 from featviz.unit_links import unit_links
 
@@ -98,6 +99,28 @@ def test_site_files_and_relative_links(site):
     assert all("contributions" not in row for row in first_layer.values())
 
 
+def test_pages_show_webp_pictures_and_link_the_png_renders(site):
+    """Every picture shown is a WebP but a unit's three views (its PNG renders, shown
+    enlarged); each diverse image's preview, as large as its PNG, links to that PNG; a
+    thumbnail is as large as shown on a layer page."""
+    for page in site.rglob("*.html"):
+        shown = [urllib.parse.unquote(src)
+                 for src in re.findall(r'<img src="([^"]+)"', page.read_text())]
+        pngs = [src for src in shown if not src.endswith(".webp")]
+        assert len(pngs) == (3 if page.stem.isdigit() else 0), (page, pngs)
+        assert all(src.startswith("renders/") and src.endswith(".png") for src in pngs), pngs
+    unit = (site / LAYERS[1] / "2.html").read_text()
+    diverse = re.findall(r'<a href="([^"]+)"><img src="([^"]+)"[^>]*alt="diverse', unit)
+    assert len(diverse) == DIVERSE
+    for png, webp in diverse:
+        assert webp == preview(png) and png.endswith(".png")
+        with Image.open(site / LAYERS[1] / png) as full, Image.open(site / LAYERS[1] / webp) as im:
+            assert im.format == "WEBP" and im.size == full.size
+    for thumb in site.glob("*/thumbs/*"):
+        with Image.open(thumb) as im:
+            assert thumb.suffix == ".webp" and im.size == (THUMB_SIDE, THUMB_SIDE), thumb
+
+
 def _without_search_data(page: Path) -> str:
     """A page's text without the class search's JSON (its scores' last digit may differ when
     a unit's links are measured alone)."""
@@ -108,8 +131,14 @@ def _without_search_data(page: Path) -> str:
 def test_rerun_redoes_only_what_is_missing(site, tmp_path, monkeypatch):
     out = tmp_path / "site"
     shutil.copytree(site, out)
-    (out / LAYERS[1] / "examples" / "top_2_0.png").unlink()  # as if interrupted in unit 2
+    (out / LAYERS[1] / "examples" / "top_2_0.webp").unlink()  # as if interrupted in unit 2
     (out / LAYERS[0] / "classes" / "5.npy").unlink()
+    renders = out / LAYERS[0] / "renders"
+    newer = [renders / f"{LAYERS[0]}_3.png", renders / "diverse" / f"{LAYERS[0]}_3_1.png"]
+    for render in newer:  # newer than their thumbnail and preview: those two are made again
+        os.utime(render, ns=(time.time_ns(),) * 2)
+    compact = [*out.glob("*/thumbs/*.webp"), *out.glob("*/renders/**/*.webp")]
+    made = {p: p.stat().st_mtime_ns for p in compact}
     searched, measured = [], []
     real_search, real_links = site_data.top_patches, site_data.unit_links
     monkeypatch.setattr(site_data, "top_patches", lambda model, images, layer, units, **kw:
@@ -121,7 +150,9 @@ def test_rerun_redoes_only_what_is_missing(site, tmp_path, monkeypatch):
     monkeypatch.setattr(Renderer, "_render_stacked", lambda *a: pytest.fail("re-rendered"))
     assert main(ARGS + ["--out", str(out)]) == 0
     assert searched == [(LAYERS[1], [2])] and measured == [(LAYERS[0], [5])]
-    assert (out / LAYERS[1] / "examples" / "top_2_0.png").is_file()
+    assert (out / LAYERS[1] / "examples" / "top_2_0.webp").is_file()
+    assert sorted(p for p in compact if p.stat().st_mtime_ns != made[p]) == sorted(
+        [out / LAYERS[0] / "thumbs" / "3.webp", newer[1].with_suffix(".webp")])
     for page in ("index.html", f"{LAYERS[1]}/7.html", f"{LAYERS[1]}/index.html"):
         assert _without_search_data(out / page) == _without_search_data(site / page), page
 
@@ -197,6 +228,36 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, extra, message):
     assert main(ARGS + ["--out", str(tmp_path / "site")] + extra) == 2
     assert message in _error_line(capsys)
     assert not (tmp_path / "site" / "index.html").exists()
+
+
+SHARED = ["gallery", "--model", "tiny", "--layers", ",".join(LAYERS), "--channels", "0-2",
+          "--steps", "4", "--size", "32", "--k", "2", "--diverse", "2", "--quiet"]
+
+
+def test_two_processes_over_loopback_build_one_site(tmp_path, free_port):
+    """Two processes join through jax.distributed and share the renders, process 0 writes the
+    rest: the site is complete when both exit, and its images equal a one-process run's."""
+    multi, one = tmp_path / "multi", tmp_path / "one"
+    procs = [subprocess.Popen([sys.executable, "-m", "featviz", *SHARED, "--out", str(multi),
+                               "--distributed", f"127.0.0.1:{free_port}", "--num-processes", "2",
+                               "--process-id", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in outs]
+    assert "wrote" in outs[0][0] and "wrote" not in outs[1][0]
+    pages = sorted(p.relative_to(multi).as_posix() for p in multi.rglob("*.html"))
+    assert pages == sorted(["index.html"] + [f"{layer}/{name}.html" for layer in LAYERS
+                                             for name in ["0", "1", "2", "index"]])
+    shares = [json.loads((multi / LAYERS[0] / "renders" / f"results.p{i}.json").read_text())
+              for i in range(2)]
+    assert [sorted(s["channels"]) for s in shares] == [["0", "2"], ["1"]]
+
+    assert main(SHARED + ["--out", str(one)]) == 0
+    renders = sorted(p.relative_to(one) for p in one.glob("*/renders/**/*.png"))
+    assert len(renders) == len(LAYERS) * 3 * 5  # per unit: 3 views, 2 diverse images
+    for path in renders:
+        a, b = (np.asarray(Image.open(site / path), np.int16) for site in (multi, one))
+        assert np.abs(a - b).max() <= 1, path
 
 
 def test_bottom_examples_are_the_lowest_units():
